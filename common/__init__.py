@@ -1,0 +1,1 @@
+"""UniLift common modules: datasets, windows, metrics, cameras, skeletons, engine."""

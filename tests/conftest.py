@@ -1,0 +1,25 @@
+"""Shared test fixtures: where the reference data lives, a small synthetic dataset."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SHARED = os.environ.get('UNILIFT_SHARED', os.path.join(ROOT, '..', 'shared'))
+REFERENCE = os.path.join(SHARED, 'reference')
+
+
+@pytest.fixture(scope='session')
+def reference_dir():
+    """../shared/reference (override with UNILIFT_SHARED)."""
+    if not os.path.isdir(REFERENCE):
+        pytest.fail(f'reference data not found at {REFERENCE}; set UNILIFT_SHARED')
+    return REFERENCE
+
+
+def load_fixture(name):
+    """A model fixture of ../shared/reference/models (it holds numpy objects: full unpickling)."""
+    import torch
+    return torch.load(os.path.join(REFERENCE, 'models', name), weights_only=False)

@@ -188,3 +188,17 @@ def make_checkpoint(model, **extra):
                'model_config': dict(bare.model_config), 'model': bare.state_dict()}
     payload.update(extra)
     return payload
+
+
+def transfer_matching_weights(model, checkpoint_obj):
+    """Copy every tensor of ``checkpoint_obj`` whose key and shape exist in ``model``
+    (stage I -> stage II encoder transfer); returns the copied keys."""
+    state_dict, _, _ = split_checkpoint(checkpoint_obj)
+    bare = unwrap(model)
+    if hasattr(bare, 'convert_official_state_dict') and not (isinstance(checkpoint_obj, dict)
+                                                             and checkpoint_obj.get('format') == FORMAT):
+        state_dict = bare.convert_official_state_dict(state_dict)
+    own = bare.state_dict()
+    copied = [k for k, v in state_dict.items() if k in own and own[k].shape == v.shape]
+    bare.load_state_dict({**own, **{k: state_dict[k] for k in copied}})
+    return copied

@@ -1,0 +1,339 @@
+"""The training engine shared by every model and every run script.
+
+``fit`` runs epochs of ``train_one_epoch`` and ``evaluate``, with checkpoints written
+atomically (latest every epoch and optionally every N steps, best, every N epochs),
+``--resume`` that continues bit-for-bit on CPU, logs, and a results JSON.
+"""
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from common.checkpoint import atomic_save, make_checkpoint, read_checkpoint, unwrap
+from common.dist import DistInfo, all_reduce_sum, barrier
+from common.errors import UserError
+from common.evaluation import EvalConfig, evaluate, format_results
+from common.generators import EpochSampler, WindowDataset, collate_batch
+
+
+@dataclass
+class TrainConfig:
+    """epochs -- number of epochs; batch_size -- windows per step (global, over all ranks);
+    lr / lr_decay -- initial rate and per-epoch factor; optimizer -- 'adamw' | 'adam' |
+    'adam_amsgrad' (None: the model's default); warmup_epochs -- linear warm-up;
+    clip_grad -- max gradient norm (None: off); amp -- bf16 autocast; ema -- EMA decay (None:
+    off); accumulate -- gradient accumulation steps; checkpoint_dir -- where checkpoints go;
+    checkpoint_frequency -- also keep epoch_N.pt every N epochs; checkpoint_steps -- write
+    latest.pt every N steps too; resume -- checkpoint to continue from; log_dir -- tensorboard,
+    log file and results (None: no logs)."""
+    epochs: int = 80
+    batch_size: int = 1024
+    lr: float = 1e-3
+    lr_decay: float = 0.95
+    weight_decay: float = 0.0
+    optimizer: Optional[str] = None
+    warmup_epochs: int = 0
+    clip_grad: Optional[float] = None
+    amp: bool = False
+    ema: Optional[float] = None
+    accumulate: int = 1
+    compile: bool = False
+    workers: int = 0
+    seed: int = 0
+    checkpoint_dir: str = 'checkpoint'
+    checkpoint_frequency: int = 0
+    checkpoint_steps: int = 0
+    resume: Optional[str] = None
+    log_dir: Optional[str] = None
+    results_json: Optional[str] = None
+    export_training_curves: bool = False
+    data_parallel: List[int] = field(default_factory=list)
+    max_steps_per_epoch: Optional[int] = None
+
+
+class TrainingObjective(nn.Module):
+    """Model + loss in one module, so that DataParallel / DDP parallelise the loss too.
+    forward(input2d [B,F,J,2], target3d [B,F,J,3]) -> scalar loss."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input2d, target3d):
+        if hasattr(self.model, 'training_loss'):
+            return self.model.training_loss(input2d, target3d)
+        output = self.model(input2d)
+        if output.shape[1] != target3d.shape[1]:  # centre-frame model (causal: the last frame)
+            centre = target3d.shape[1] // 2 + getattr(self.model, 'causal_shift', 0)
+            target3d = target3d[:, centre:centre + 1]
+        return torch.linalg.vector_norm(output - target3d, dim=-1).mean()
+
+
+class WeightEMA:
+    """Exponential moving average of a model's weights (buffers copied as they are)."""
+
+    def __init__(self, model, decay):
+        self.decay = decay
+        self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model):
+        live = unwrap(model).state_dict()
+        for name, value in self.model.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.lerp_(live[name], 1 - self.decay)
+            else:
+                value.copy_(live[name])
+
+
+def build_optimizer(model, cfg: TrainConfig):
+    name = cfg.optimizer or getattr(model, 'default_optimizer', 'adamw')
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == 'adamw':
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if name in ('adam', 'adam_amsgrad'):
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=name == 'adam_amsgrad')
+    raise UserError(f"unknown optimizer '{name}' (adamw, adam, adam_amsgrad)")
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of an epoch: linear warm-up, then decay by lr_decay per epoch."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
+    return cfg.lr * cfg.lr_decay ** (epoch - cfg.warmup_epochs)
+
+
+class Logger:
+    """Rank-0 printing, a log file and tensorboardX scalars (all off when log_dir is None)."""
+
+    def __init__(self, log_dir, info: DistInfo):
+        self.info, self.log_dir, self.writer, self.file = info, log_dir, None, None
+        if log_dir and info.is_main:
+            try:
+                os.makedirs(log_dir, exist_ok=True)
+                self.file = open(os.path.join(log_dir, 'log.txt'), 'a')
+            except OSError as err:
+                raise UserError(f"cannot write the log directory '{log_dir}': {err.strerror}") from None
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(log_dir)
+
+    def print(self, message):
+        if self.info.is_main:
+            print(message, flush=True)
+            if self.file:
+                self.file.write(message + '\n')
+                self.file.flush()
+
+    def scalar(self, name, value, step):
+        if self.writer:
+            self.writer.add_scalar(name, value, step)
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+        if self.file:
+            self.file.close()
+
+
+def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoch, info: DistInfo,
+                    ema=None, on_step=None, start_step=0):
+    """One pass over the loader; returns the mean training loss over all ranks."""
+    objective.train()
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    # first step whose loss was not finite (-1: none); kept on the device so the step has no sync
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    bar = tqdm(loader, desc=f'epoch {epoch + 1}', disable=not info.is_main, leave=False,
+               initial=start_step, total=start_step + len(loader), dynamic_ncols=True)
+    optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(bar, start=start_step):
+        input2d = batch['input2d'].to(device, non_blocking=True)
+        target3d = batch['target3d'].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            loss = objective(input2d, target3d).mean()
+        (loss / cfg.accumulate).backward()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step + 1, first_bad)
+        if (step + 1) % cfg.accumulate == 0 or step + 1 == start_step + len(loader):
+            if cfg.clip_grad:
+                nn.utils.clip_grad_norm_(objective.parameters(), cfg.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(objective)
+        total += loss.detach().double() * len(input2d)
+        count += len(input2d)
+        if on_step is not None:
+            check_finite(first_bad, epoch)
+            on_step(step + 1)
+        if cfg.max_steps_per_epoch and step + 1 >= cfg.max_steps_per_epoch:
+            break
+    check_finite(first_bad, epoch)
+    stats = all_reduce_sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)]))
+    return (stats[0] / stats[1].clamp(min=1)).item()
+
+
+def check_finite(first_bad, epoch):
+    """Stop (before anything is saved) if a loss of this epoch was NaN or inf."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        first_bad = first_bad.clone()
+        torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MAX)
+    step = int(first_bad)
+    if step >= 0:
+        raise UserError(f'non-finite training loss at epoch {epoch + 1}, step {step}; stopped without '
+                        f'saving (lower the learning rate, or check the data for NaN/inf)')
+
+
+def _rng_state():
+    return {'torch': torch.get_rng_state(), 'numpy': np.random.get_state()}
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state['torch'])
+    np.random.set_state(state['numpy'])
+
+
+def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig, eval_cfg: EvalConfig,
+        device, info: DistInfo, run_config: dict):
+    """Train ``model`` and evaluate it after every epoch; returns the last results dict."""
+    logger = Logger(cfg.log_dir, info)
+    if info.is_main:
+        try:
+            os.makedirs(cfg.checkpoint_dir, exist_ok=True)
+            probe = os.path.join(cfg.checkpoint_dir, '.write-test')
+            open(probe, 'w').close()
+            os.remove(probe)
+        except OSError as err:
+            raise UserError(f"cannot write the checkpoint directory '{cfg.checkpoint_dir}': {err.strerror}") from None
+    torch.manual_seed(cfg.seed + info.rank)
+    np.random.seed(cfg.seed + info.rank)
+    model.to(device)
+    optimizer = build_optimizer(model, cfg)
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
+    start_epoch, start_step, best, history = 0, 0, math.inf, []
+    rng_to_restore = None
+    if cfg.resume:
+        state = read_checkpoint(cfg.resume)
+        unwrap(model).load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        if ema is not None and state.get('ema_model') is not None:
+            ema.model.load_state_dict(state['ema_model'])
+        start_epoch, start_step = state['epoch'], state.get('step', 0)
+        best, history = state.get('best', math.inf), state.get('history', [])
+        rng_to_restore = state['rng'][info.rank] if isinstance(state['rng'], list) else state['rng']
+        logger.print(f'INFO: resumed from {cfg.resume} at epoch {start_epoch + 1}, step {start_step}')
+
+    objective = TrainingObjective(model)
+    if cfg.compile:
+        objective = torch.compile(objective)
+    if info.enabled:
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == 'cuda' else None,
+            find_unused_parameters=getattr(model, 'has_unused_parameters', False))
+    elif len(cfg.data_parallel) > 1 and device.type == 'cuda':
+        objective = nn.DataParallel(objective, device_ids=cfg.data_parallel)
+
+    sampler = EpochSampler(len(train_set), seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+    per_rank_batch = max(1, cfg.batch_size // info.world_size)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=per_rank_batch, sampler=sampler, collate_fn=collate_batch,
+        num_workers=cfg.workers, pin_memory=device.type == 'cuda', persistent_workers=cfg.workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed))
+
+    def save(name, epoch, step, results=None):
+        state = make_checkpoint(model, optimizer=optimizer.state_dict(), epoch=epoch, step=step,
+                                best=best, history=history, rng=rng_all, config=run_config,
+                                ema_model=ema.model.state_dict() if ema else None, results=results)
+        atomic_save(state, os.path.join(cfg.checkpoint_dir, name))
+
+    results = None
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = epoch_lr(cfg, epoch)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        train_set.set_epoch(epoch)
+        if hasattr(unwrap(model), 'on_epoch_start'):
+            unwrap(model).on_epoch_start(epoch, cfg.epochs)
+        sampler.set_epoch(epoch, skip=start_step * per_rank_batch)
+        if rng_to_restore is not None:
+            _set_rng_state(rng_to_restore)
+            rng_to_restore = None
+
+        def on_step(step, epoch=epoch):
+            nonlocal rng_all
+            if cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0 and step < len(sampler) + start_step:
+                rng_all = _gather_rng(info)
+                if info.is_main:
+                    save('latest.pt', epoch, step)
+
+        rng_all = None
+        t0 = time.time()
+        train_loss = train_one_epoch(objective, optimizer, loader, cfg, device, epoch, info, ema,
+                                     on_step if cfg.checkpoint_steps else None, start_step)
+        start_step = 0
+        rng_all = _gather_rng(info)
+        results = evaluate(model, test_sequences, spec, eval_cfg, device, info)
+        ema_results = evaluate(ema.model, test_sequences, spec, eval_cfg, device, info) if ema else None
+        score = (ema_results or results)['score']
+        history.append({'epoch': epoch + 1, 'lr': lr, 'train_loss': train_loss, 'test': results['score'],
+                        'test_ema': ema_results['score'] if ema_results else None, 'seconds': time.time() - t0})
+        logger.print(f"[{epoch + 1}] lr {lr:.6g}  train loss {train_loss:.5f}  test {results['score_name']} "
+                     f"{results['score']:.2f}" + (f"  (EMA {ema_results['score']:.2f})" if ema_results else '')
+                     + f"  {time.time() - t0:.1f}s")
+        logger.scalar('train/loss', train_loss, epoch + 1)
+        logger.scalar(f"test/{results['score_name']}", results['score'], epoch + 1)
+        if info.is_main:
+            improved = score < best
+            best = min(best, score)
+            save('latest.pt', epoch + 1, 0, results)
+            if improved:
+                save('best.pt', epoch + 1, 0, results)
+            if cfg.checkpoint_frequency and (epoch + 1) % cfg.checkpoint_frequency == 0:
+                save(f'epoch_{epoch + 1}.pt', epoch + 1, 0, results)
+            if ema is not None:
+                atomic_save(make_checkpoint(ema.model, epoch=epoch + 1, config=run_config, results=ema_results),
+                            os.path.join(cfg.checkpoint_dir, 'ema.pt'))
+        barrier(info)
+
+    if results is None:  # nothing left to train (resumed a finished run)
+        results = evaluate(model, test_sequences, spec, eval_cfg, device, info)
+    if info.is_main:
+        logger.print(format_results(results))
+        write_results(results, run_config, cfg.results_json, cfg.log_dir)
+        if cfg.export_training_curves and history:
+            from common.visualization import plot_training_curves
+            directory = cfg.log_dir or cfg.checkpoint_dir
+            plot_training_curves(history, os.path.join(directory, 'training_curves.png'))
+    logger.close()
+    return results
+
+
+def _gather_rng(info: DistInfo):
+    from common.dist import gather_objects
+    states = gather_objects(_rng_state(), info)
+    return states if info.enabled else states[0]
+
+
+def write_results(results, run_config, results_json=None, log_dir=None):
+    """Write the results dict (mm, unrounded) with the run's config to each requested path."""
+    payload = {k: v for k, v in results.items() if k not in ('score', 'score_name')}
+    payload['config'] = run_config
+    for path in [results_json, os.path.join(log_dir, 'results.json') if log_dir else None]:
+        if not path:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            tmp = path + '.tmp'
+            with open(tmp, 'w') as handle:
+                json.dump(payload, handle, indent=2, default=float)
+            os.replace(tmp, path)
+        except OSError as err:
+            raise UserError(f"cannot write results to '{path}': {err.strerror}") from None
+        print(f'INFO: results written to {path}')

@@ -1,0 +1,137 @@
+"""Evaluation: predict every test stream, score it with the dataset's protocol, print tables.
+
+Protocols are registered by name (``DatasetSpec.evaluator``); each returns a results
+dict in millimetres with ``score`` / ``score_name`` (the number model selection uses).
+"""
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import numpy as np
+import torch
+
+from common.dist import DistInfo, gather_objects
+from common.inference import predict_sequence
+from common.metrics import METRIC_NAMES, ActionwiseMeter, zero_root
+
+
+@dataclass
+class EvalConfig:
+    """flip -- test-time flip averaging; zero_root -- zero the predicted root before scoring
+    (None: the model's own convention, ``model.eval_zero_root``); tds -- temporal
+    downsampling of centre-frame windows; max_batch -- windows per forward pass."""
+    flip: bool = True
+    zero_root: Optional[bool] = None
+    tds: int = 1
+    max_batch: int = 1024
+
+
+EVALUATORS: Dict[str, Callable] = {}
+FORMATTERS: Dict[str, Callable] = {}
+
+
+def register_evaluator(name, formatter):
+    def decorate(fn):
+        EVALUATORS[name] = fn
+        FORMATTERS[name] = formatter
+        return fn
+    return decorate
+
+
+@torch.no_grad()
+def predict_all(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = DistInfo()):
+    """Predictions [T, J, 3] (numpy, metres) for every sequence, sharded over ranks and
+    gathered, so every rank returns the same list as a single process would."""
+    model.eval()
+    mine = []
+    for index in range(info.rank, len(sequences), info.world_size):
+        pose2d = torch.from_numpy(sequences[index].pose2d).to(device)[None]
+        pred = predict_sequence(model, pose2d, spec.flip_pairs if cfg.flip else None, cfg.tds, cfg.max_batch)
+        mine.append((index, pred[0].float().cpu().numpy()))
+    gathered = [item for part in gather_objects(mine, info) for item in part]
+    predictions = [None] * len(sequences)
+    for index, pred in gathered:
+        predictions[index] = pred
+    return predictions
+
+
+def evaluate(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = DistInfo()):
+    """Results dict of ``spec.evaluator`` for ``model`` on ``sequences``."""
+    if getattr(model, 'is_pretraining', False):
+        return evaluate_reconstruction(model, sequences, device, info)
+    predictions = predict_all(model, sequences, spec, cfg, device, info)
+    zero = getattr(model, 'eval_zero_root', False) if cfg.zero_root is None else cfg.zero_root
+    results = EVALUATORS[spec.evaluator](sequences, predictions, spec, zero)
+    results['flip_test'] = bool(cfg.flip)
+    results['zero_predicted_root'] = bool(zero)
+    return results
+
+
+@torch.no_grad()
+def evaluate_reconstruction(model, sequences, device, info: DistInfo = DistInfo(), seed=0):
+    """Masked-pretraining models: mean objective over non-overlapping test windows, with
+    masks drawn from a fixed seed so that the number is comparable between epochs."""
+    from common.generators import WindowConfig, WindowDataset
+    windows = WindowDataset(sequences, WindowConfig('seq2frame', frames=model.receptive_field,
+                                                    stride=model.receptive_field, flip=False), root_joint=None)
+    model.eval()
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    total, count = 0.0, 0
+    indices = np.arange(info.rank, len(windows), info.world_size)
+    for chunk in np.array_split(indices, max(1, len(indices) // 256)):
+        if len(chunk) == 0:
+            continue
+        batch = windows.__getitems__(chunk)
+        loss = model.training_loss(batch['input2d'].to(device), batch['target3d'].to(device))
+        total, count = total + loss.item() * len(chunk), count + len(chunk)
+    torch.set_rng_state(state)
+    parts = gather_objects((total, count), info)
+    loss = sum(p[0] for p in parts) / max(1, sum(p[1] for p in parts))
+    return {'protocol': 'reconstruction', 'reconstruction_loss': loss, 'score': loss,
+            'score_name': 'reconstruction loss'}
+
+
+def format_results(results) -> str:
+    return FORMATTERS[results.get('protocol', 'actionwise')](results)
+
+
+# ----------------------------------------------------------------------------- Human3.6M
+
+def _format_actionwise(results) -> str:
+    lines = [f"{'Action':<14}{'frames':>8}{'MPJPE':>9}{'P-MPJPE':>9}{'N-MPJPE':>9}{'MPJVE':>8}"]
+    for name, row in results['per_action'].items():
+        lines.append(f"{name:<14}{row['frames']:>8}{row['mpjpe']:>9.1f}{row['p_mpjpe']:>9.1f}"
+                     f"{row['n_mpjpe']:>9.1f}{row['mpjve']:>8.2f}")
+    lines += [f"Protocol #1   (MPJPE) action-wise average: {results['mpjpe']:.1f} mm",
+              f"Protocol #2 (P-MPJPE) action-wise average: {results['p_mpjpe']:.1f} mm",
+              f"Protocol #3 (N-MPJPE) action-wise average: {results['n_mpjpe']:.1f} mm",
+              f"Velocity      (MPJVE) action-wise average: {results['mpjve']:.2f} mm",
+              f"(frame-weighted MPJPE {results['frame_weighted']['mpjpe']:.1f} mm; "
+              f"flip test {'on' if results['flip_test'] else 'off'})"]
+    return '\n'.join(lines)
+
+
+def _to_mm(row):
+    return {k: (v * 1000 if k in METRIC_NAMES else v) for k, v in row.items()}
+
+
+@register_evaluator('actionwise', _format_actionwise)
+def evaluate_actionwise(sequences, predictions, spec, zero_predicted_root):
+    """Human3.6M protocol: per-stream metrics, frame-weighted per action group, then the
+    plain mean over groups (see data-formats 3.1)."""
+    meter = ActionwiseMeter()
+    for seq, pred in zip(sequences, predictions):
+        target = seq.pose3d.copy()
+        if spec.root_joint is not None:
+            target[:, spec.root_joint] = 0
+        pred = torch.from_numpy(pred).double()
+        if zero_predicted_root:
+            pred = zero_root(pred, spec.root_joint)
+        meter.update_stream(seq.group, pred, torch.from_numpy(target).double())
+    raw = meter.result()
+    results = {'protocol': 'actionwise'}
+    results.update({k: raw[k] * 1000 for k in METRIC_NAMES})
+    results['per_action'] = {name: _to_mm(row) for name, row in raw['per_action'].items()}
+    results['frame_weighted'] = _to_mm(raw['frame_weighted'])
+    results['score'], results['score_name'] = results['mpjpe'], 'MPJPE'
+    return results

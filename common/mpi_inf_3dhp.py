@@ -1,0 +1,1 @@
+"""MPI-INF-3DHP readers (registered into common.datasets)."""

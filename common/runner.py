@@ -1,0 +1,153 @@
+"""Glue between the parsed command line and the engine: configs, data, model, mode.
+
+Run scripts call ``main(argv, preset)``; this is the only module that reads the
+argparse namespace, and it turns it into plain config objects at once.
+"""
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from common.arguments import (accepted_kwargs, build_parser, check_conflicts, checkpoint_to_evaluate,
+                              explicit_model_kwargs, infer_model_name)
+from common.checkpoint import load_checkpoint, model_spec_from_checkpoint, read_checkpoint, split_checkpoint
+from common.datasets import DataConfig, load_dataset
+from common.dist import DistInfo, cleanup, init_distributed, select_device
+from common.errors import UserError
+from common.evaluation import EvalConfig, evaluate, format_results
+from common.generators import WindowConfig, WindowDataset
+
+
+@dataclass(frozen=True)
+class ScriptPreset:
+    """What differs between run.py and run_3dhp.py: the name, the default dataset and text."""
+    script: str
+    dataset: str
+    description: str
+
+
+def data_config(args) -> DataConfig:
+    actions = None if args.actions in (None, '*') else [a for a in args.actions.split(',') if a]
+    return DataConfig(dataset=args.dataset, root_path=args.root_path, keypoints=args.keypoints,
+                      subjects_train=args.subjects_train, subjects_test=args.subjects_test,
+                      actions=actions, downsample=args.downsample, subset=args.subset, seed=args.seed)
+
+
+def build_lifter(args, spec, checkpoint=None):
+    """(model, name, config): from the checkpoint's own record when there is one, with
+    the model flags given on the command line taking precedence."""
+    from models import build_model, get_entry
+    explicit = explicit_model_kwargs(args)
+    if checkpoint is not None and not args.model:
+        name, config = model_spec_from_checkpoint(checkpoint)
+    else:
+        name, config = infer_model_name(args), {}
+    try:
+        entry = get_entry(name)
+    except KeyError as err:
+        raise UserError(str(err.args[0])) from None
+    defaults = {'num_joints': spec.num_joints, 'dataset': spec.name}
+    config = {**accepted_kwargs(entry.factory, defaults), **config,
+              **accepted_kwargs(entry.factory, explicit)}
+    try:
+        model = build_model(name, **config)
+    except (TypeError, ValueError) as err:
+        raise UserError(f'cannot build model {name} with {config}: {err}') from None
+    return model, name, config
+
+
+def window_config(args, model, tds) -> WindowConfig:
+    kind = 'seq2seq' if model.predicts == 'sequence' else 'seq2frame'
+    return WindowConfig(kind=kind, frames=model.receptive_field, stride=args.stride,
+                        random_shift=args.random_shift, tds=tds, flip=args.data_augmentation, seed=args.seed)
+
+
+def eval_config(args, tds) -> EvalConfig:
+    zero = {'auto': None, 'yes': True, 'no': False}[args.eval_zero_root]
+    return EvalConfig(flip=args.test_time_augmentation, zero_root=zero, tds=tds)
+
+
+def default_log_dir(args, name):
+    if args.nolog:
+        return None
+    return args.log or os.path.join('log', f"{args.dataset}_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def run(args, preset: ScriptPreset, info: DistInfo):
+    check_conflicts(args)
+    device = select_device(args.gpu, info)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+    evaluate_path = checkpoint_to_evaluate(args)
+    checkpoint = read_checkpoint(evaluate_path, args.trust_checkpoint) if evaluate_path else None
+    stored = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
+    tds = args.tds or stored.get('tds') or 1
+
+    data = data_config(args)
+    train_seqs, test_seqs, spec = load_dataset(data)
+    model, name, model_config = build_lifter(args, spec, checkpoint)
+    run_config = {'script': preset.script, 'model': name, 'model_config': model_config, 'tds': tds,
+                  'data': asdict(data), 'argv': sys.argv[1:]}
+    if info.is_main:
+        params = sum(p.numel() for p in model.parameters())
+        print(f'INFO: model {name} ({params / 1e6:.2f}M parameters, receptive field {model.receptive_field}, '
+              f'predicts {model.predicts}); {len(train_seqs)} training / {len(test_seqs)} test streams')
+
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+        model.to(device)
+        results = evaluate(model, test_seqs, spec, eval_config(args, tds), device, info)
+        if info.is_main:
+            print(format_results(results))
+            from common.engine import write_results
+            write_results(results, {**run_config, 'checkpoint': evaluate_path}, args.results_json,
+                          args.log if (args.log and not args.nolog) else None)
+        return results
+
+    if args.MAE_reload:
+        from common.checkpoint import transfer_matching_weights
+        copied = transfer_matching_weights(model, read_checkpoint(args.previous_dir, args.trust_checkpoint))
+        if info.is_main:
+            print(f'INFO: copied {len(copied)} tensors from stage I checkpoint {args.previous_dir}')
+
+    from common.engine import TrainConfig, fit
+    train_cfg = TrainConfig(
+        epochs=args.epochs or 60, batch_size=args.batch_size or 1024, lr=args.lr or 1e-3,
+        lr_decay=args.lr_decay if args.lr_decay is not None else 0.95,
+        weight_decay=args.weight_decay if args.weight_decay is not None else 0.0, optimizer=args.optimizer,
+        warmup_epochs=args.warmup, clip_grad=args.clip_grad, amp=args.amp, ema=args.ema,
+        accumulate=args.accumulate, compile=args.compile, workers=args.workers, seed=args.seed,
+        checkpoint_dir=args.checkpoint, checkpoint_frequency=args.checkpoint_frequency,
+        checkpoint_steps=args.checkpoint_steps, resume=args.resume, log_dir=default_log_dir(args, name),
+        results_json=args.results_json, export_training_curves=args.export_training_curves,
+        data_parallel=args.gpu or [], max_steps_per_epoch=args.max_steps_per_epoch)
+    if not train_seqs:
+        raise UserError('no training streams: check -str / -a / --subset')
+    train_set = WindowDataset(train_seqs, window_config(args, model, tds), spec.root_joint,
+                              spec.flip_pairs, (list(spec.skeleton.joints_left), list(spec.skeleton.joints_right)),
+                              causal_shift=getattr(model, 'causal_shift', 0))
+    return fit(model, train_set, test_seqs, spec, train_cfg, eval_config(args, tds), device, info, run_config)
+
+
+def main(argv, preset: ScriptPreset):
+    """Parse, run, and turn every user error into one line and exit status 2."""
+    parser = build_parser(preset.script, preset.description, preset.dataset)
+    args = parser.parse_args(argv)
+    info = DistInfo()
+    try:
+        info = init_distributed()
+        run(args, preset, info)
+    except UserError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print('error: interrupted', file=sys.stderr)
+        return 130
+    finally:
+        cleanup(info)
+    return 0

@@ -1,0 +1,67 @@
+"""Joint orders, parents and left/right lists of the skeletons the datasets use."""
+from dataclasses import dataclass
+from typing import Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """name -- layout name; parents -- parent index per joint (-1 for the root);
+    joints_left / joints_right -- mirrored pairs, in matching order; joint_names."""
+    name: str
+    parents: Tuple[int, ...]
+    joints_left: Tuple[int, ...]
+    joints_right: Tuple[int, ...]
+    joint_names: Tuple[str, ...]
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.parents)
+
+    def bones(self):
+        """(child, parent) pairs."""
+        return [(j, p) for j, p in enumerate(self.parents) if p >= 0]
+
+    def bone_side(self):
+        """Per bone: 'left', 'right' or 'centre', by the side of its child joint."""
+        return ['left' if j in self.joints_left else 'right' if j in self.joints_right else 'centre'
+                for j, _ in self.bones()]
+
+
+# Raw 32-joint Human3.6M mocap layout and the 17 joints every reader keeps.
+H36M_RAW_PARENTS = (-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 12, 16, 17, 18, 19,
+                    20, 19, 22, 12, 24, 25, 26, 27, 28, 27, 30)
+H36M_KEPT_JOINTS = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
+
+H36M_17 = Skeleton(
+    name='h36m',
+    parents=(-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15),
+    joints_left=(4, 5, 6, 11, 12, 13),
+    joints_right=(1, 2, 3, 14, 15, 16),
+    joint_names=('pelvis', 'right_hip', 'right_knee', 'right_ankle', 'left_hip', 'left_knee',
+                 'left_ankle', 'spine', 'thorax', 'neck', 'head', 'left_shoulder', 'left_elbow',
+                 'left_wrist', 'right_shoulder', 'right_elbow', 'right_wrist'))
+
+MPI_INF_3DHP_17 = Skeleton(
+    name='mpii3d_univ',
+    parents=(1, 15, 1, 2, 3, 1, 5, 6, 14, 8, 9, 14, 11, 12, -1, 14, 1),
+    joints_left=(5, 6, 7, 11, 12, 13),
+    joints_right=(2, 3, 4, 8, 9, 10),
+    joint_names=('head_top', 'neck', 'right_shoulder', 'right_elbow', 'right_wrist',
+                 'left_shoulder', 'left_elbow', 'left_wrist', 'right_hip', 'right_knee',
+                 'right_ankle', 'left_hip', 'left_knee', 'left_ankle', 'pelvis', 'spine', 'head'))
+
+MPI_INF_3DHP_14 = Skeleton(
+    name='mpii3d',
+    parents=(1, 2, 8, 9, 3, 4, 7, 8, 12, 12, 9, 10, -1, 12),
+    joints_left=(3, 4, 5, 9, 10, 11),
+    joints_right=(0, 1, 2, 6, 7, 8),
+    joint_names=('right_ankle', 'right_knee', 'right_hip', 'left_hip', 'left_knee', 'left_ankle',
+                 'right_wrist', 'right_elbow', 'right_shoulder', 'left_shoulder', 'left_elbow',
+                 'left_wrist', 'neck', 'head_top'))
+
+
+def h36m_raw_to_17(positions: np.ndarray) -> np.ndarray:
+    """[..., 32, C] raw mocap joints -> [..., 17, C] in the order every model uses."""
+    return positions[..., list(H36M_KEPT_JOINTS), :]

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from common.checkpoint import atomic_save, make_checkpoint, read_checkpoint, unwrap
 from common.dist import DistInfo, all_reduce_sum, barrier
 from common.errors import UserError
-from common.evaluation import EvalConfig, evaluate, format_results
+from common.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.generators import EpochSampler, WindowDataset, collate_batch
 
 
@@ -278,7 +278,8 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
                                      on_step if cfg.checkpoint_steps else None, start_step)
         start_step = 0
         rng_all = _gather_rng(info)
-        results = evaluate(model, test_sequences, spec, eval_cfg, device, info)
+        results, predictions = evaluate(model, test_sequences, spec, eval_cfg, device, info,
+                                        return_predictions=True)
         ema_results = evaluate(ema.model, test_sequences, spec, eval_cfg, device, info) if ema else None
         score = (ema_results or results)['score']
         history.append({'epoch': epoch + 1, 'lr': lr, 'train_loss': train_loss, 'test': results['score'],
@@ -302,9 +303,11 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
         barrier(info)
 
     if results is None:  # nothing left to train (resumed a finished run)
-        results = evaluate(model, test_sequences, spec, eval_cfg, device, info)
+        results, predictions = evaluate(model, test_sequences, spec, eval_cfg, device, info,
+                                        return_predictions=True)
     if info.is_main:
         logger.print(format_results(results))
+        export_results(results, test_sequences, predictions, spec, cfg.log_dir or cfg.checkpoint_dir)
         write_results(results, run_config, cfg.results_json, cfg.log_dir)
         if cfg.export_training_curves and history:
             from common.visualization import plot_training_curves

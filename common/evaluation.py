@@ -27,14 +27,27 @@ class EvalConfig:
 
 EVALUATORS: Dict[str, Callable] = {}
 FORMATTERS: Dict[str, Callable] = {}
+EXPORTERS: Dict[str, Callable] = {}
 
 
-def register_evaluator(name, formatter):
+def register_evaluator(name, formatter, exporter=None):
+    """Register a protocol: fn(sequences, predictions, spec, zero_predicted_root) -> results
+    (mm); formatter(results) -> printed table; exporter(results, sequences, predictions, spec,
+    directory) writes protocol-specific files (CSV, .mat) next to the results."""
     def decorate(fn):
         EVALUATORS[name] = fn
         FORMATTERS[name] = formatter
+        if exporter is not None:
+            EXPORTERS[name] = exporter
         return fn
     return decorate
+
+
+def export_results(results, sequences, predictions, spec, directory):
+    """Write the protocol's extra files (if it has any) into ``directory``."""
+    exporter = EXPORTERS.get(results.get('protocol'))
+    if exporter is not None and predictions is not None:
+        exporter(results, sequences, predictions, spec, directory)
 
 
 @torch.no_grad()
@@ -54,16 +67,19 @@ def predict_all(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo 
     return predictions
 
 
-def evaluate(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = DistInfo()):
-    """Results dict of ``spec.evaluator`` for ``model`` on ``sequences``."""
+def evaluate(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = DistInfo(),
+             return_predictions=False):
+    """Results dict of ``spec.evaluator`` for ``model`` on ``sequences`` (and the
+    predictions, [T, J, 3] per sequence, when ``return_predictions``)."""
     if getattr(model, 'is_pretraining', False):
-        return evaluate_reconstruction(model, sequences, device, info)
+        results = evaluate_reconstruction(model, sequences, device, info)
+        return (results, None) if return_predictions else results
     predictions = predict_all(model, sequences, spec, cfg, device, info)
     zero = getattr(model, 'eval_zero_root', False) if cfg.zero_root is None else cfg.zero_root
     results = EVALUATORS[spec.evaluator](sequences, predictions, spec, zero)
     results['flip_test'] = bool(cfg.flip)
     results['zero_predicted_root'] = bool(zero)
-    return results
+    return (results, predictions) if return_predictions else results
 
 
 @torch.no_grad()

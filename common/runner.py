@@ -19,21 +19,24 @@ from common.checkpoint import load_checkpoint, model_spec_from_checkpoint, read_
 from common.datasets import DataConfig, load_dataset
 from common.dist import DistInfo, cleanup, init_distributed, select_device
 from common.errors import UserError
-from common.evaluation import EvalConfig, evaluate, format_results
+from common.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.generators import WindowConfig, WindowDataset
 
 
 @dataclass(frozen=True)
 class ScriptPreset:
-    """What differs between run.py and run_3dhp.py: the name, the default dataset and text."""
+    """What differs between run.py and run_3dhp.py: the name, the default dataset, the text,
+    and dataset names that mean another reader in this script (-d synthetic -> its 3DHP variant)."""
     script: str
     dataset: str
     description: str
+    dataset_aliases: tuple = ()
 
 
-def data_config(args) -> DataConfig:
+def data_config(args, preset: ScriptPreset) -> DataConfig:
     actions = None if args.actions in (None, '*') else [a for a in args.actions.split(',') if a]
-    return DataConfig(dataset=args.dataset, root_path=args.root_path, keypoints=args.keypoints,
+    dataset = dict(preset.dataset_aliases).get(args.dataset, args.dataset)
+    return DataConfig(dataset=dataset, root_path=args.root_path, keypoints=args.keypoints,
                       subjects_train=args.subjects_train, subjects_test=args.subjects_test,
                       actions=actions, downsample=args.downsample, subset=args.subset, seed=args.seed)
 
@@ -78,19 +81,41 @@ def default_log_dir(args, name):
     return args.log or os.path.join('log', f"{args.dataset}_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def load_data(args, preset: ScriptPreset):
+    """(train sequences, test sequences, DatasetSpec, DataConfig) for the parsed flags."""
+    data = data_config(args, preset)
+    train_seqs, test_seqs, spec = load_dataset(data)
+    return train_seqs, test_seqs, spec, data
+
+
+def prepare_model(args, spec):
+    """(model, name, config, checkpoint object or None, checkpoint path or None, tds).
+    The model is built from the checkpoint's record when evaluating (weights not yet loaded)."""
+    evaluate_path = checkpoint_to_evaluate(args)
+    checkpoint = read_checkpoint(evaluate_path, args.trust_checkpoint) if evaluate_path else None
+    stored = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
+    tds = args.tds or (stored.get('tds') if isinstance(stored, dict) else None) or 1
+    model, name, model_config = build_lifter(args, spec, checkpoint)
+    return model, name, model_config, checkpoint, evaluate_path, tds
+
+
+def load_model_for_inference(args, spec, device):
+    """A model with weights loaded from the checkpoint the flags name, on ``device``, in eval
+    mode; returns (model, tds)."""
+    model, _, _, checkpoint, path, tds = prepare_model(args, spec)
+    if checkpoint is None:
+        raise UserError('no checkpoint given: use -c DIR --evaluate FILE (or --reload 1 --previous_dir FILE)')
+    load_checkpoint(model, checkpoint)
+    return model.to(device).eval(), tds
+
+
 def run(args, preset: ScriptPreset, info: DistInfo):
     check_conflicts(args)
     device = select_device(args.gpu, info)
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
-    evaluate_path = checkpoint_to_evaluate(args)
-    checkpoint = read_checkpoint(evaluate_path, args.trust_checkpoint) if evaluate_path else None
-    stored = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
-    tds = args.tds or stored.get('tds') or 1
-
-    data = data_config(args)
-    train_seqs, test_seqs, spec = load_dataset(data)
-    model, name, model_config = build_lifter(args, spec, checkpoint)
+    train_seqs, test_seqs, spec, data = load_data(args, preset)
+    model, name, model_config, checkpoint, evaluate_path, tds = prepare_model(args, spec)
     run_config = {'script': preset.script, 'model': name, 'model_config': model_config, 'tds': tds,
                   'data': asdict(data), 'argv': sys.argv[1:]}
     if info.is_main:
@@ -101,12 +126,14 @@ def run(args, preset: ScriptPreset, info: DistInfo):
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
         model.to(device)
-        results = evaluate(model, test_seqs, spec, eval_config(args, tds), device, info)
+        results, predictions = evaluate(model, test_seqs, spec, eval_config(args, tds), device, info,
+                                        return_predictions=True)
         if info.is_main:
             print(format_results(results))
             from common.engine import write_results
             write_results(results, {**run_config, 'checkpoint': evaluate_path}, args.results_json,
                           args.log if (args.log and not args.nolog) else None)
+            export_results(results, test_seqs, predictions, spec, args.checkpoint)
         return results
 
     if args.MAE_reload:

@@ -107,6 +107,9 @@ def evaluate_reconstruction(model, sequences, device, info: DistInfo = DistInfo(
             'score_name': 'reconstruction loss'}
 
 
+FORMATTERS['reconstruction'] = lambda r: f"2D reconstruction loss (masked pose modelling): {r['reconstruction_loss']:.5f}"
+
+
 def format_results(results) -> str:
     return FORMATTERS[results.get('protocol', 'actionwise')](results)
 

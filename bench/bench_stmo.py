@@ -1,0 +1,116 @@
+"""Parameters, MACs per output frame and inference speed of the strided-transformer lifters.
+
+    python bench/bench_stmo.py                  # paper configurations
+    python bench/bench_stmo.py --small          # tiny configurations (CPU smoke run)
+    python bench/bench_stmo.py --official DIR   # also time the released P-STMO code found in DIR
+                                                # (a checkout of paTRICK-swk/P-STMO), same weights
+
+These models predict the centre frame of each window, so one forward pass of batch B gives B
+output frames; frames/s counts output frames. MACs = FLOPs / 2 as torch.utils.flop_counter
+reports them for one window (matrix products and convolutions; norms and softmax excluded).
+"""
+import argparse
+import os
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from models import build_model  # noqa: E402
+
+PAPER = {
+    'P-STMO-S (243 f, 3 layers)': ('stmo', dict(num_frame=243, layers=3)),
+    'P-STMO (243 f, 4 layers)': ('stmo', dict(num_frame=243, layers=4)),
+    'APTPose (243 f, 8 layers)': ('aptpose', dict(num_frame=243, layers=8)),
+    'Strided Transformer (351 f)': ('strided', dict(num_frame=351, layers=3)),
+}
+SMALL = {
+    'P-STMO small (27 f)': ('stmo', dict(num_frame=27, layers=2, channel=32, d_hid=64)),
+    'APTPose small (27 f)': ('aptpose', dict(num_frame=27, layers=2, channel=32, d_hid=64)),
+    'Strided small (27 f)': ('strided', dict(num_frame=27, layers=2, channel=32, d_hid=64)),
+}
+
+
+def macs_per_window(model, frames, joints=17):
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.zeros(1, frames, joints, 2, device=device))
+    return counter.get_total_flops() / 2
+
+
+def frames_per_second(runs, batch, seconds, rounds=5, sync=lambda: None):
+    """Output frames per second of each ``run()`` in ``runs`` (one call = ``batch`` frames):
+    the best of ``rounds`` timed rounds, the runs alternating round by round so that a busy
+    machine slows them alike; one untimed warm-up call each."""
+    best = [0.0] * len(runs)
+    with torch.inference_mode():
+        for run in runs:
+            run()
+        for _ in range(rounds):
+            for i, run in enumerate(runs):
+                calls, start = 0, time.perf_counter()
+                while calls < 1 or time.perf_counter() - start < seconds / rounds:
+                    run()
+                    calls += 1
+                sync()
+                best[i] = max(best[i], calls * batch / (time.perf_counter() - start))
+    return best
+
+
+def official_pstmo(directory, model, frames):
+    """The released P-STMO ``Model`` built at ``model``'s configuration, holding its weights."""
+    sys.path.insert(0, directory)
+    from model.stmo import Model  # the released module, imported from the given checkout
+    config = model.model_config
+    args = SimpleNamespace(layers=model.Transformer.model.layers.__len__(),
+                           channel=model.Transformer.pos_embedding.shape[2],
+                           d_hid=model.Transformer.model.layers[0].feed_forward.w_1.out_features,
+                           frames=frames,
+                           stride_num=[layer.stride for layer in model.Transformer_reduce.model.layers],
+                           n_joints=config.get('num_joints', 17), out_joints=config.get('num_joints', 17))
+    official = Model(args)
+    official.load_state_dict(model.state_dict())
+    return official.eval()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--small', action='store_true', help='tiny configurations')
+    parser.add_argument('--batch', type=int, default=64, help='windows per forward pass (64)')
+    parser.add_argument('--seconds', type=float, default=3.0, help='timing per model (3)')
+    parser.add_argument('--threads', type=int, default=0, help='torch threads (0: leave as is)')
+    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda'")
+    parser.add_argument('--official', default=None, help='P-STMO checkout for a side-by-side timing')
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    print(f'INFO: device {device}, {torch.get_num_threads()} threads, batch {args.batch}')
+    print(f"{'model':32s} {'params':>11s} {'MMACs/frame':>12s} {'frames/s':>10s}")
+    for label, (name, config) in (SMALL if args.small else PAPER).items():
+        model = build_model(name, **config).eval().to(device)
+        frames = model.receptive_field
+        params = sum(p.numel() for p in model.parameters())
+        x = torch.randn(args.batch, frames, 17, 2, device=device) * 0.3
+        runs = [lambda: model(x)]
+        if args.official and name == 'stmo':
+            official = official_pstmo(args.official, model, frames).to(device)
+            official_input = x.permute(0, 3, 1, 2).unsqueeze(-1)  # [B, 2, F, J, 1] released layout
+            with torch.inference_mode():
+                centre = official(official_input)[0][..., 0].permute(0, 2, 3, 1)
+                gap = (centre - model(x)).abs().max().item()
+            runs.append(lambda: official(official_input))
+        rates = frames_per_second(runs, args.batch, args.seconds * len(runs), sync=sync)
+        print(f'{label:32s} {params:11,d} {macs_per_window(model, frames) / 1e6:12.1f} {rates[0]:10.1f}')
+        if len(rates) > 1:
+            print(f"{'  released code, same weights':32s} {'':11s} {'':12s} {rates[1]:10.1f}"
+                  f"   (ours / released {rates[0] / rates[1]:.2f}x, max |diff| {gap:.1e})")
+
+
+if __name__ == '__main__':
+    main()

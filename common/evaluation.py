@@ -18,11 +18,14 @@ from common.metrics import METRIC_NAMES, ActionwiseMeter, zero_root
 class EvalConfig:
     """flip -- test-time flip averaging; zero_root -- zero the predicted root before scoring
     (None: the model's own convention, ``model.eval_zero_root``); tds -- temporal
-    downsampling of centre-frame windows; max_batch -- windows per forward pass."""
+    downsampling of centre-frame windows; max_batch -- windows per forward pass; refine --
+    a refine module applied to every predicted frame (P-STMO / Strided protocol: it uses the
+    ground-truth root depth and the camera intrinsics), or None."""
     flip: bool = True
     zero_root: Optional[bool] = None
     tds: int = 1
     max_batch: int = 1024
+    refine: Optional[torch.nn.Module] = None
 
 
 EVALUATORS: Dict[str, Callable] = {}
@@ -59,12 +62,29 @@ def predict_all(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo 
     for index in range(info.rank, len(sequences), info.world_size):
         pose2d = torch.from_numpy(sequences[index].pose2d).to(device)[None]
         pred = predict_sequence(model, pose2d, spec.flip_pairs if cfg.flip else None, cfg.tds, cfg.max_batch)
+        if cfg.refine is not None:
+            pred = refine_sequence(cfg.refine, sequences[index], pose2d, pred, spec.root_joint)
         mine.append((index, pred[0].float().cpu().numpy()))
     gathered = [item for part in gather_objects(mine, info) for item in part]
     predictions = [None] * len(sequences)
     for index, pred in gathered:
         predictions[index] = pred
     return predictions
+
+
+def refine_sequence(refine, seq, pose2d, pred, root_joint):
+    """Apply the refine module frame by frame: pose2d [1, T, J, 2], pred [1, T, J, 3] -> refined
+    [1, T, J, 3]. As the published protocol, x_1 is rebuilt from the 2D input, the predicted
+    depths, the ground-truth root depth and the intrinsics."""
+    from models.strided import refine_inputs
+    if seq.pose3d is None or seq.intrinsics is None:
+        raise ValueError('the refine module needs ground-truth root depth and camera intrinsics')
+    x = pred[0].clone()[:, None]  # [T, 1, J, 3]
+    x[:, :, root_joint] = 0
+    depth = torch.as_tensor(seq.pose3d[:, root_joint, 2:3], dtype=x.dtype, device=x.device)
+    intrinsics = torch.as_tensor(seq.intrinsics, dtype=x.dtype, device=x.device).expand(len(x), -1)
+    x_1 = refine_inputs(pose2d[0][:, None], x, depth, intrinsics)
+    return refine(x, x_1)[:, 0][None]
 
 
 def evaluate(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = DistInfo(),

@@ -70,9 +70,26 @@ def window_config(args, model, tds) -> WindowConfig:
                         random_shift=args.random_shift, tds=tds, flip=args.data_augmentation, seed=args.seed)
 
 
-def eval_config(args, tds) -> EvalConfig:
+def load_refine(args, spec, device):
+    """The refine module of --refine --refine_reload 1: --previous_refine_name FILE, or the
+    first 'r*.pth' of a --previous_dir folder (Strided Transformer layout); None without --refine."""
+    if not args.refine:
+        return None
+    path = args.previous_refine_name
+    if path is None and args.previous_dir and os.path.isdir(args.previous_dir):
+        names = sorted(n for n in os.listdir(args.previous_dir) if n.endswith('.pth') and n.startswith('r'))
+        path = os.path.join(args.previous_dir, names[0]) if names else None
+    if not (args.refine_reload and path):
+        raise UserError('--refine at evaluation needs --refine_reload 1 and --previous_refine_name FILE')
+    from models import build_model
+    refine = build_model('refine', num_joints=spec.num_joints)
+    load_checkpoint(refine, read_checkpoint(path, args.trust_checkpoint))
+    return refine.to(device).eval()
+
+
+def eval_config(args, tds, refine=None) -> EvalConfig:
     zero = {'auto': None, 'yes': True, 'no': False}[args.eval_zero_root]
-    return EvalConfig(flip=args.test_time_augmentation, zero_root=zero, tds=tds)
+    return EvalConfig(flip=args.test_time_augmentation, zero_root=zero, tds=tds, refine=refine)
 
 
 def default_log_dir(args, name):
@@ -126,8 +143,8 @@ def run(args, preset: ScriptPreset, info: DistInfo):
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
         model.to(device)
-        results, predictions = evaluate(model, test_seqs, spec, eval_config(args, tds), device, info,
-                                        return_predictions=True)
+        cfg = eval_config(args, tds, load_refine(args, spec, device))
+        results, predictions = evaluate(model, test_seqs, spec, cfg, device, info, return_predictions=True)
         if info.is_main:
             print(format_results(results))
             from common.engine import write_results

@@ -6,8 +6,8 @@ between datasets, so that the engine never asks which dataset it has.
 """
 import os
 import zipfile
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence as Seq, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
@@ -84,6 +84,7 @@ class DataConfig:
     downsample: int = 1
     subset: float = 1.0
     seed: int = 0
+    virtual_cameras: int = 0  # > 0: 3D-only data, 2D made through this many random cameras per sequence
 
 
 READERS: Dict[str, Callable[[DataConfig], tuple]] = {}
@@ -199,10 +200,40 @@ def _select(names, filters):
     return [n for n in names if filters is None or any(n.startswith(f) for f in filters)]
 
 
+def load_3d_only(config: DataConfig, path3d):
+    """Streams from a 3D file alone (AMASS-style pretraining): every sequence is seen by
+    ``config.virtual_cameras`` random virtual cameras; no 2D file is read."""
+    from common.virtual_cameras import virtual_streams
+    poses3d = read_h36m_3d(path3d)
+    subjects_train = list(config.subjects_train if config.subjects_train is not None else
+                          [s for s in poses3d if s not in H36M_TEST])
+    subjects_test = list(config.subjects_test if config.subjects_test is not None else
+                         [s for s in H36M_TEST if s in poses3d])
+    rng = np.random.default_rng(config.seed)
+
+    def fetch(subjects):
+        sequences = []
+        for subject in subjects:
+            if subject not in poses3d:
+                raise UserError(f"subject {subject} not in '{path3d}' (has {', '.join(poses3d)})")
+            for action in _select(sorted(poses3d[subject]), config.actions):
+                world = poses3d[subject][action][::config.downsample]
+                for index, (pose3d, pose2d, intrinsics) in enumerate(
+                        virtual_streams(world, config.virtual_cameras, rng)):
+                    sequences.append(Sequence(pose2d=pose2d, pose3d=pose3d, subject=subject, action=action,
+                                              camera=index, group=action.split(' ')[0], intrinsics=intrinsics,
+                                              image_size=(1000, 1000)))
+        return sequences
+
+    return fetch(subjects_train), fetch(subjects_test), H36M_SPEC
+
+
 @register_dataset('h36m')
 def load_h36m(config: DataConfig):
     """Human3.6M in the VideoPose3D layout: data_3d_h36m.npz + data_2d_h36m_<keypoints>.npz."""
     root = config.root_path
+    if config.virtual_cameras:
+        return load_3d_only(config, find_data_file(root, 'data_3d_h36m.npz', H36M_ORIGIN))
     path3d = find_data_file(root, 'data_3d_h36m.npz', H36M_ORIGIN)
     path2d = find_data_file(root, f'data_2d_h36m_{config.keypoints}.npz',
                             H36M_ORIGIN if config.keypoints in ('gt', 'cpn_ft_h36m_dbb') else

@@ -299,6 +299,13 @@ class UpliftUpsample(nn.Module):
         centre_loss, sequence_loss = self.loss_terms(x, target, stride_mask)
         return self.loss_weights[0] * centre_loss + self.loss_weights[1] * sequence_loss
 
+    @property
+    def evaluation_variants(self):
+        """One evaluation per keyframe spacing s_in, as the paper reports: (label, settings)."""
+        if not self.has_strided_input:
+            return []
+        return [(f's_in = {s}', {'eval_mask_stride': s}) for s in self.mask_stride]
+
     @torch.no_grad()
     def predict_sequence(self, x, mask_stride=None, max_windows=1024):
         """Official evaluation of whole videos: one window centred on every sequence_stride-th

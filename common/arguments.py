@@ -48,6 +48,9 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     g.add_argument('--subset', type=float, default=1.0, metavar='FRACTION',
                    help='keep this fraction of every training stream (a contiguous clip)')
     g.add_argument('--downsample', type=int, default=1, metavar='K', help='keep every K-th frame')
+    g.add_argument('--virtual-cameras', type=int, default=0, metavar='K',
+                   help='3D-only training (AMASS-style): ignore the 2D file and view every 3D sequence '
+                        'through K random virtual cameras')
 
     g = p.add_argument_group('model (unset flags take the model\'s defaults)')
     g.add_argument('--model', default=None, metavar='NAME',
@@ -116,6 +119,8 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     g.add_argument('--compile', action='store_true', help='torch.compile the training step')
     g.add_argument('--accumulate', type=int, default=1, metavar='N', help='gradient accumulation steps')
     g.add_argument('--max-steps-per-epoch', type=int, default=None, help=argparse.SUPPRESS)
+    g.add_argument('--ddp-timeout', type=float, default=300.0, metavar='SECONDS',
+                   help='torchrun: a collective waiting longer than this fails (a rank died or hangs)')
 
     g = p.add_argument_group('checkpoints, evaluation and logs')
     g.add_argument('-c', '--checkpoint', default='checkpoint', metavar='DIR', help='checkpoint directory')
@@ -168,7 +173,7 @@ MODEL_FLAGS = {  # canonical model keyword -> parsed attribute
     'gamma_divider': 'gamma_divider', 'trainable': 'trainable', 'train_mode': 'train_mode',
     'embed_dim': 'embed_dim', 'depth': 'depth', 'layers': 'layers', 'channel': 'channel', 'd_hid': 'd_hid',
     'temporal_mask_rate': 'temporal_mask_rate', 'spatial_mask_num': 'spatial_mask_num', 'pretrain': 'MAE',
-    'preset': 'preset', 'mask_stride': 'mask_stride',
+    'preset': 'preset',
 }
 
 

@@ -9,10 +9,11 @@ Official layouts recognised: ``{'model_pos': state_dict, ...}`` (VideoPose3D,
 PoseRetNet), ``{'model': state_dict, ...}`` (Context-Aware PoseFormer) and a bare
 state dict (P-STMO, APTPose, Strided Transformer); keys with or without ``module.``.
 """
-import io
 import os
 import pickle
-import tempfile
+import re
+import secrets
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -22,50 +23,86 @@ from common.errors import UserError
 
 FORMAT = 'unilift-1'
 
-# Globals a checkpoint may reference beyond torch's own weights-only set: the numpy
-# pieces of a RandomState state tuple and of numpy scalars (PoseRetNet saves them).
-_NUMPY_SAFE = [np.ndarray, np.dtype, np.random.RandomState]
-for _path in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+# Globals a checkpoint may reference beyond torch's own weights-only set (tensors, numbers,
+# strings, dicts, lists, tuples): numpy arrays, dtypes and scalars, and numpy's legacy RNG
+# (PoseRetNet saves its RandomState, or its state tuple). Each only rebuilds data.
+def _numpy_safe_globals():
+    import numpy.random._pickle as rng_pickle
+    allowed = [np.ndarray, np.dtype, np.random.RandomState, np.random.MT19937,
+               getattr(rng_pickle, '__randomstate_ctor'), getattr(rng_pickle, '__bit_generator_ctor')]
+    for module_name in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        try:
+            module = __import__(module_name, fromlist=['_reconstruct', 'scalar'])
+            allowed += [module._reconstruct, module.scalar]
+        except (ImportError, AttributeError):
+            pass
+    allowed += [type(np.dtype(t)) for t in ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16',
+                                           'uint32', 'uint64', 'float16', 'float32', 'float64', 'complex64',
+                                           'complex128', 'U1', 'S1', 'O')]
+    return allowed
+
+
+_NUMPY_SAFE = _numpy_safe_globals()
+_NUMPY_SAFE_NAMES = {f'{g.__module__}.{g.__qualname__}' for g in _NUMPY_SAFE}
+
+
+def _refused_global(path, err):
+    """The first global the file references that the safe loader does not allow, or None."""
+    names = []
     try:
-        _mod = __import__(_path, fromlist=['_reconstruct', 'scalar'])
-        _NUMPY_SAFE += [_mod._reconstruct, _mod.scalar]
-    except (ImportError, AttributeError):
-        pass
-_NUMPY_SAFE += [type(np.dtype(t)) for t in
-                ('uint32', 'int64', 'int32', 'float64', 'float32', 'bool', 'uint8')]
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip checkpoint: the unpickler's message names it, if anything
+        names = re.findall(r'GLOBAL ([\w.]+)', str(err))
+    names = [n for n in names if n not in _NUMPY_SAFE_NAMES]
+    return names[0] if names else None
 
 
 def read_checkpoint(path, trust: bool = False, map_location='cpu'):
     """Read a checkpoint file without running code it may carry.
 
-    trust -- allow full unpickling (only for files from a source you trust)."""
+    Only plain data is rebuilt (tensors, numbers, strings, dicts, lists, tuples, numpy arrays
+    and numpy's RNG state); a file that references anything else is refused with a one-line
+    error naming it. trust -- allow full unpickling (only for files from a source you trust)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint '{path}' is a directory, not a file")
     if not os.path.isfile(path):
         raise UserError(f"checkpoint '{path}' does not exist")
     try:
-        if trust:
-            return torch.load(path, map_location=map_location, weights_only=False)
-        with torch.serialization.safe_globals(_NUMPY_SAFE):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='.*pickle protocol.*')
+            if trust:
+                return torch.load(path, map_location=map_location, weights_only=False)
+            with torch.serialization.safe_globals(_NUMPY_SAFE):
+                return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        unsafe = []
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # not a zip checkpoint: fall back to torch's own message
-            pass
-        allowed = {f'{g.__module__}.{g.__qualname__}' for g in _NUMPY_SAFE if hasattr(g, '__qualname__')}
-        unsafe = [u for u in unsafe if u not in allowed]
-        if unsafe:
-            raise UserError(f"checkpoint '{path}' refers to {unsafe[0]}, which loading would have to "
+        refused = _refused_global(path, err)
+        if refused:
+            raise UserError(f"checkpoint '{path}' refers to {refused}, which loading would have to "
                             f"execute; refused (pass --trust-checkpoint only if you trust its source)") from None
-        raise UserError(f"checkpoint '{path}' cannot be read safely: {str(err).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"checkpoint '{path}' is unreadable or truncated: {str(err).splitlines()[0]}") from None
+        detail = next((line.strip() for line in str(err).splitlines() if 'Unsupported' in line), 'not plain data')
+        raise UserError(f"checkpoint '{path}' cannot be read safely ({detail}); pass "
+                        f"--trust-checkpoint only if you trust its source") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError(f"checkpoint '{path}' is unreadable or truncated: {_first_line(err)}") from None
+
+
+def _first_line(err):
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+_WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 
 
 def strip_module_prefix(state_dict):
-    """Remove the ``module.`` prefix nn.DataParallel / DDP put on every key."""
-    if state_dict and all(k.startswith('module.') for k in state_dict):
-        return OrderedDict((k[len('module.'):], v) for k, v in state_dict.items())
+    """Remove the prefixes wrappers put on every key: ``module.`` (nn.DataParallel, DDP) and
+    ``_orig_mod.`` (torch.compile), also when nested."""
+    while state_dict:
+        prefix = next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state_dict)), None)
+        if prefix is None:
+            break
+        state_dict = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items())
     return state_dict
 
 
@@ -122,7 +159,7 @@ def load_checkpoint(model, path_or_object, trust: bool = False, strict=None):
     the model defines it. Returns the model in eval mode."""
     obj = read_checkpoint(path_or_object, trust) if isinstance(path_or_object, (str, os.PathLike)) \
         else path_or_object
-    state_dict, ours, _ = split_checkpoint(obj)
+    state_dict, ours, meta = split_checkpoint(obj)
     if strict is None:
         strict = ours or getattr(model, 'official_strict', True)
     if not ours and hasattr(model, 'convert_official_state_dict'):
@@ -133,33 +170,41 @@ def load_checkpoint(model, path_or_object, trust: bool = False, strict=None):
     missing = any(k not in state_dict for k in model_sd)
     if shape_bad or missing or (strict and problem):
         name = getattr(model, 'model_name', type(model).__name__)
-        raise UserError(f'checkpoint does not fit model {name}: {problem}')
+        holds = f" (it holds {meta['model_name']} {meta.get('model_config', {})})" if ours else ''
+        raise UserError(f'checkpoint does not fit model {name}{holds}: {problem}')
     model.load_state_dict({k: state_dict[k] for k in model_sd}, strict=True)
     return model.eval()
 
 
+PARTIAL_SUFFIX = '.partial'
+
+
 def fsync_dir(directory):
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
 
 def atomic_save(obj, path):
-    """torch.save to a temporary file in the same directory, fsync, then rename over ``path``:
-    a crash at any moment leaves either the old file or the new one, never half of one."""
+    """torch.save to a temporary file in the same directory, flush, fsync, then rename over
+    ``path``: a crash at any moment leaves either the old file or the new one, never half of
+    one. The temporary file is named ``.<name>.<random>.partial`` (never ``*.pt``); one that a
+    killed process leaves behind is removed by :func:`remove_partial_files`."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.pt', dir=directory)
+    tmp = os.path.join(directory, f'.{os.path.basename(path)}.{secrets.token_hex(6)}{PARTIAL_SUFFIX}')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
     try:
         with os.fdopen(fd, 'wb') as handle:
-            buffer = io.BytesIO()
-            torch.save(obj, buffer)
-            handle.write(buffer.getbuffer())
+            torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -168,6 +213,19 @@ def atomic_save(obj, path):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_partial_files(directory):
+    """Delete the temporary files of checkpoint writes that were killed; returns their names."""
+    if not os.path.isdir(directory):
+        return []
+    stale = [n for n in os.listdir(directory) if n.startswith('.') and n.endswith(PARTIAL_SUFFIX)]
+    for name in stale:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass
+    return stale
 
 
 def unwrap(model):

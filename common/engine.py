@@ -2,38 +2,46 @@
 
 ``fit`` runs epochs of ``train_one_epoch`` and ``evaluate``, with checkpoints written
 atomically (latest every epoch and optionally every N steps, best, every N epochs),
-``--resume`` that continues bit-for-bit on CPU, logs, and a results JSON.
+``--resume`` that continues bit-for-bit on CPU (also from a mid-epoch checkpoint), DDP
+and DataParallel, bf16 autocast, gradient accumulation, a weight EMA, logs and a results
+JSON. A non-finite loss stops training before anything is saved.
 """
+import contextlib
 import copy
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import List, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from common.checkpoint import atomic_save, make_checkpoint, read_checkpoint, unwrap
-from common.dist import DistInfo, all_reduce_sum, barrier
+from common.checkpoint import (atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
+                               remove_partial_files, unwrap)
+from common.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, gather_objects, rng_state,
+                         set_rng_state, seed_everything)
 from common.errors import UserError
 from common.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.generators import EpochSampler, WindowDataset, collate_batch
 
+FINITE_CHECK_STEPS = 50  # how often (steps) the loss is checked for NaN/inf: one host sync each time
+
 
 @dataclass
 class TrainConfig:
-    """epochs -- number of epochs; batch_size -- windows per step (global, over all ranks);
-    lr / lr_decay -- initial rate and per-epoch factor; optimizer -- 'adamw' | 'adam' |
-    'adam_amsgrad' (None: the model's default); warmup_epochs -- linear warm-up;
-    clip_grad -- max gradient norm (None: off); amp -- bf16 autocast; ema -- EMA decay (None:
-    off); accumulate -- gradient accumulation steps; checkpoint_dir -- where checkpoints go;
-    checkpoint_frequency -- also keep epoch_N.pt every N epochs; checkpoint_steps -- write
-    latest.pt every N steps too; resume -- checkpoint to continue from; log_dir -- tensorboard,
-    log file and results (None: no logs)."""
+    """epochs -- number of epochs; batch_size -- windows per optimisation step (global, over all
+    ranks and accumulation micro-batches); lr / lr_decay -- initial rate and per-epoch factor;
+    optimizer -- 'adamw' | 'adam' | 'adam_amsgrad' (None: the model's default); warmup_epochs --
+    linear warm-up; clip_grad -- max gradient norm (None: off); amp -- bf16 autocast; ema -- EMA
+    decay (None: off); accumulate -- micro-batches per step (each batch_size / world / accumulate
+    windows); compile -- torch.compile the training step; workers -- DataLoader processes;
+    checkpoint_dir -- where checkpoints go; checkpoint_frequency -- also keep epoch_N.pt every N
+    epochs; checkpoint_steps -- write latest.pt every N steps too; resume -- checkpoint to continue
+    from; trust_checkpoint -- read it with full unpickling; log_dir -- tensorboard, log file and
+    results (None: no logs); max_steps_per_epoch -- cut epochs short (smoke tests)."""
     epochs: int = 80
     batch_size: int = 1024
     lr: float = 1e-3
@@ -52,6 +60,7 @@ class TrainConfig:
     checkpoint_frequency: int = 0
     checkpoint_steps: int = 0
     resume: Optional[str] = None
+    trust_checkpoint: bool = False
     log_dir: Optional[str] = None
     results_json: Optional[str] = None
     export_training_curves: bool = False
@@ -78,9 +87,13 @@ class TrainingObjective(nn.Module):
 
 
 class WeightEMA:
-    """Exponential moving average of a model's weights (buffers copied as they are)."""
+    """Exponential moving average of a model's weights, kept as its own model:
+    ema <- decay * ema + (1 - decay) * live after every optimiser step; buffers (BatchNorm
+    statistics, counters) are copied as they are."""
 
     def __init__(self, model, decay):
+        if not 0.0 <= decay < 1.0:
+            raise UserError(f'--ema decay must be in [0, 1), got {decay}')
         self.decay = decay
         self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
 
@@ -89,7 +102,7 @@ class WeightEMA:
         live = unwrap(model).state_dict()
         for name, value in self.model.state_dict().items():
             if value.dtype.is_floating_point:
-                value.lerp_(live[name], 1 - self.decay)
+                value.lerp_(live[name].to(value.dtype), 1 - self.decay)
             else:
                 value.copy_(live[name])
 
@@ -143,39 +156,77 @@ class Logger:
             self.file.close()
 
 
-def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoch, info: DistInfo,
-                    ema=None, on_step=None, start_step=0):
-    """One pass over the loader; returns the mean training loss over all ranks."""
+def make_loader(train_set, cfg: TrainConfig, info: DistInfo, device):
+    """(DataLoader, EpochSampler, windows per rank and step). Workers are re-forked every epoch
+    (not persistent) so that they see the epoch's flips; the order and contents of the windows
+    never depend on the worker count."""
+    per_rank_batch = max(1, cfg.batch_size // info.world_size)
+    sampler = EpochSampler(len(train_set), seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=per_rank_batch, sampler=sampler, collate_fn=collate_batch,
+        num_workers=cfg.workers, pin_memory=device.type == 'cuda', persistent_workers=False,
+        generator=torch.Generator().manual_seed(cfg.seed))
+    return loader, sampler, per_rank_batch
+
+
+def steps_per_epoch(num_windows, info: DistInfo, per_rank_batch, max_steps=None):
+    steps = -(-(-(-num_windows // info.world_size)) // per_rank_batch)
+    return min(steps, max_steps) if max_steps else steps
+
+
+def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoch, info: DistInfo = DistInfo(),
+                    ema=None, on_step=None, start_step=0, running=None, on_step_every=1):
+    """One pass over the loader (from step ``start_step``); returns the mean training loss over
+    all ranks. Each batch is split into ``cfg.accumulate`` micro-batches whose losses are
+    weighted by their share of the batch, so the step equals one over the whole batch.
+
+    on_step(step, loss_sum, count) -- called after every ``on_step_every``-th optimiser step
+    (mid-epoch checkpoints), once the losses so far are known to be finite;
+    running -- (loss sum, window count) carried over from a mid-epoch checkpoint."""
     objective.train()
-    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    total = torch.tensor(running[0] if running else 0.0, dtype=torch.float64, device=device)
+    count = torch.tensor(running[1] if running else 0.0, dtype=torch.float64, device=device)
     # first step whose loss was not finite (-1: none); kept on the device so the step has no sync
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    last_step = start_step + len(loader) if not cfg.max_steps_per_epoch else \
+        min(start_step + len(loader), cfg.max_steps_per_epoch)
     bar = tqdm(loader, desc=f'epoch {epoch + 1}', disable=not info.is_main, leave=False,
-               initial=start_step, total=start_step + len(loader), dynamic_ncols=True)
+               initial=start_step, total=last_step, dynamic_ncols=True)
+    bare = unwrap(objective).model if isinstance(unwrap(objective), TrainingObjective) else unwrap(objective)
     optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(bar, start=start_step):
         input2d = batch['input2d'].to(device, non_blocking=True)
         target3d = batch['target3d'].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            loss = objective(input2d, target3d).mean()
-        (loss / cfg.accumulate).backward()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step + 1, first_bad)
-        if (step + 1) % cfg.accumulate == 0 or step + 1 == start_step + len(loader):
-            if cfg.clip_grad:
-                nn.utils.clip_grad_norm_(objective.parameters(), cfg.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(objective)
-        total += loss.detach().double() * len(input2d)
-        count += len(input2d)
-        if on_step is not None:
+        windows = len(input2d)
+        parts = [i for i in zip(input2d.tensor_split(cfg.accumulate), target3d.tensor_split(cfg.accumulate))
+                 if len(i[0])]
+        step_loss = torch.zeros((), dtype=torch.float64, device=device)
+        for index, (x, y) in enumerate(parts):
+            # DDP averages gradients only on the last micro-batch of the step
+            sync = index == len(parts) - 1 or not hasattr(objective, 'no_sync')
+            with contextlib.nullcontext() if sync else objective.no_sync():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                    loss = objective(x, y).mean()
+                (loss * (len(x) / windows)).backward()
+            step_loss += loss.detach().double() * len(x)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(step_loss), step + 1, first_bad)
+        if cfg.clip_grad:
+            nn.utils.clip_grad_norm_(objective.parameters(), cfg.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(bare)
+        total += step_loss
+        count += windows
+        call = on_step is not None and (step + 1) % on_step_every == 0
+        if call or (step + 1) % FINITE_CHECK_STEPS == 0:
             check_finite(first_bad, epoch)
-            on_step(step + 1)
-        if cfg.max_steps_per_epoch and step + 1 >= cfg.max_steps_per_epoch:
+        if call:
+            on_step(step + 1, total, count)
+        if step + 1 >= last_step:
             break
     check_finite(first_bad, epoch)
-    stats = all_reduce_sum(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)]))
+    stats = all_reduce_sum(torch.stack([total, count]))
     return (stats[0] / stats[1].clamp(min=1)).item()
 
 
@@ -190,67 +241,76 @@ def check_finite(first_bad, epoch):
                         f'saving (lower the learning rate, or check the data for NaN/inf)')
 
 
-def _rng_state():
-    return {'torch': torch.get_rng_state(), 'numpy': np.random.get_state()}
+def _prepare_checkpoint_dir(directory):
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, '.write-test')
+        open(probe, 'w').close()
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f"cannot write the checkpoint directory '{directory}': {err.strerror}") from None
+    stale = remove_partial_files(directory)
+    if stale:
+        print(f'INFO: removed {len(stale)} unfinished checkpoint write(s) from {directory}')
 
 
-def _set_rng_state(state):
-    torch.set_rng_state(state['torch'])
-    np.random.set_state(state['numpy'])
+def _read_resume_state(cfg: TrainConfig, model):
+    state = read_checkpoint(cfg.resume, cfg.trust_checkpoint)
+    if not (isinstance(state, dict) and state.get('optimizer') is not None and 'epoch' in state):
+        raise UserError(f"'{cfg.resume}' is not a training checkpoint of this program (no optimizer "
+                        f"state): evaluate it with --evaluate, or start a new run")
+    load_checkpoint(model, state)  # one-line error listing mismatched keys and shapes
+    return state
 
 
 def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig, eval_cfg: EvalConfig,
         device, info: DistInfo, run_config: dict):
     """Train ``model`` and evaluate it after every epoch; returns the last results dict."""
-    logger = Logger(cfg.log_dir, info)
+    state = _read_resume_state(cfg, model) if cfg.resume else None  # before anything is written
     if info.is_main:
-        try:
-            os.makedirs(cfg.checkpoint_dir, exist_ok=True)
-            probe = os.path.join(cfg.checkpoint_dir, '.write-test')
-            open(probe, 'w').close()
-            os.remove(probe)
-        except OSError as err:
-            raise UserError(f"cannot write the checkpoint directory '{cfg.checkpoint_dir}': {err.strerror}") from None
-    torch.manual_seed(cfg.seed + info.rank)
-    np.random.seed(cfg.seed + info.rank)
+        _prepare_checkpoint_dir(cfg.checkpoint_dir)
+    logger = Logger(cfg.log_dir, info)
+    seed_everything(cfg.seed + info.rank)  # per-rank dropout; the weights are broadcast by DDP
     model.to(device)
     optimizer = build_optimizer(model, cfg)
-    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
-    start_epoch, start_step, best, history = 0, 0, math.inf, []
-    rng_to_restore = None
-    if cfg.resume:
-        state = read_checkpoint(cfg.resume)
-        unwrap(model).load_state_dict(state['model'])
+    start_epoch, start_step, best, history, running, rng_to_restore = 0, 0, math.inf, [], None, None
+    if state is not None:
         optimizer.load_state_dict(state['optimizer'])
-        if ema is not None and state.get('ema_model') is not None:
-            ema.model.load_state_dict(state['ema_model'])
         start_epoch, start_step = state['epoch'], state.get('step', 0)
         best, history = state.get('best', math.inf), state.get('history', [])
-        rng_to_restore = state['rng'][info.rank] if isinstance(state['rng'], list) else state['rng']
+        running = state.get('running_loss') if info.is_main else None
+        rng = state.get('rng')
+        rng_to_restore = rng[info.rank % len(rng)] if isinstance(rng, list) else rng
+        if state.get('world_size', 1) != info.world_size:
+            logger.print(f"WARNING: {cfg.resume} was written by {state.get('world_size', 1)} process(es), "
+                         f"resuming with {info.world_size}: the run continues but not bit for bit")
         logger.print(f'INFO: resumed from {cfg.resume} at epoch {start_epoch + 1}, step {start_step}')
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
+    if ema is not None and state is not None and state.get('ema_model') is not None:
+        ema.model.load_state_dict(state['ema_model'])
 
     objective = TrainingObjective(model)
-    if cfg.compile:
-        objective = torch.compile(objective)
     if info.enabled:
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == 'cuda' else None,
             find_unused_parameters=getattr(model, 'has_unused_parameters', False))
     elif len(cfg.data_parallel) > 1 and device.type == 'cuda':
         objective = nn.DataParallel(objective, device_ids=cfg.data_parallel)
+    if cfg.compile:
+        objective = torch.compile(objective)
 
-    sampler = EpochSampler(len(train_set), seed=cfg.seed, rank=info.rank, world_size=info.world_size)
-    per_rank_batch = max(1, cfg.batch_size // info.world_size)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=per_rank_batch, sampler=sampler, collate_fn=collate_batch,
-        num_workers=cfg.workers, pin_memory=device.type == 'cuda', persistent_workers=cfg.workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed))
+    if cfg.batch_size % (info.world_size * cfg.accumulate):
+        logger.print(f'WARNING: batch size {cfg.batch_size} is not a multiple of {info.world_size} '
+                     f'process(es) x {cfg.accumulate} micro-batches; micro-batches differ by one window')
+    loader, sampler, per_rank_batch = make_loader(train_set, cfg, info, device)
+    epoch_steps = steps_per_epoch(len(train_set), info, per_rank_batch, cfg.max_steps_per_epoch)
 
-    def save(name, epoch, step, results=None):
-        state = make_checkpoint(model, optimizer=optimizer.state_dict(), epoch=epoch, step=step,
-                                best=best, history=history, rng=rng_all, config=run_config,
-                                ema_model=ema.model.state_dict() if ema else None, results=results)
-        atomic_save(state, os.path.join(cfg.checkpoint_dir, name))
+    def save(name, epoch, step, results=None, rng=None, running_loss=None):
+        checkpoint = make_checkpoint(model, optimizer=optimizer.state_dict(), epoch=epoch, step=step, best=best,
+                                     history=history, rng=rng, running_loss=running_loss, config=run_config,
+                                     world_size=info.world_size, results=results,
+                                     ema_model=ema.model.state_dict() if ema else None)
+        atomic_save(checkpoint, os.path.join(cfg.checkpoint_dir, name))
 
     results = None
     for epoch in range(start_epoch, cfg.epochs):
@@ -258,30 +318,32 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
         for group in optimizer.param_groups:
             group['lr'] = lr
         train_set.set_epoch(epoch)
-        if hasattr(unwrap(model), 'on_epoch_start'):
-            unwrap(model).on_epoch_start(epoch, cfg.epochs)
+        if hasattr(model, 'on_epoch_start'):
+            model.on_epoch_start(epoch, cfg.epochs)
         sampler.set_epoch(epoch, skip=start_step * per_rank_batch)
         if rng_to_restore is not None:
-            _set_rng_state(rng_to_restore)
+            set_rng_state(rng_to_restore, device)
             rng_to_restore = None
 
-        def on_step(step, epoch=epoch):
-            nonlocal rng_all
-            if cfg.checkpoint_steps and step % cfg.checkpoint_steps == 0 and step < len(sampler) + start_step:
-                rng_all = _gather_rng(info)
+        def on_step(step, total, count, epoch=epoch):
+            if step < epoch_steps:  # the epoch's end saves anyway
+                rng = gather_objects(rng_state(device), info)
+                sums = all_reduce_sum(torch.stack([total, count])).tolist()
                 if info.is_main:
-                    save('latest.pt', epoch, step)
+                    save('latest.pt', epoch, step, rng=rng, running_loss=sums)
 
-        rng_all = None
         t0 = time.time()
         train_loss = train_one_epoch(objective, optimizer, loader, cfg, device, epoch, info, ema,
-                                     on_step if cfg.checkpoint_steps else None, start_step)
-        start_step = 0
-        rng_all = _gather_rng(info)
+                                     on_step if cfg.checkpoint_steps else None, start_step, running,
+                                     on_step_every=cfg.checkpoint_steps or 1)
+        start_step, running = 0, None
+        rng = gather_objects(rng_state(device), info)
+        for module in (model, ema.model if ema else None):
+            if module is not None:
+                broadcast_buffers(module, info)  # evaluate (sharded) and save rank 0's model
         results, predictions = evaluate(model, test_sequences, spec, eval_cfg, device, info,
                                         return_predictions=True)
         ema_results = evaluate(ema.model, test_sequences, spec, eval_cfg, device, info) if ema else None
-        score = (ema_results or results)['score']
         history.append({'epoch': epoch + 1, 'lr': lr, 'train_loss': train_loss, 'test': results['score'],
                         'test_ema': ema_results['score'] if ema_results else None, 'seconds': time.time() - t0})
         logger.print(f"[{epoch + 1}] lr {lr:.6g}  train loss {train_loss:.5f}  test {results['score_name']} "
@@ -290,14 +352,14 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
         logger.scalar('train/loss', train_loss, epoch + 1)
         logger.scalar(f"test/{results['score_name']}", results['score'], epoch + 1)
         if info.is_main:
-            improved = score < best
-            best = min(best, score)
-            save('latest.pt', epoch + 1, 0, results)
+            improved = results['score'] < best
+            best = min(best, results['score'])
+            save('latest.pt', epoch + 1, 0, results, rng)
             if improved:
-                save('best.pt', epoch + 1, 0, results)
+                save('best.pt', epoch + 1, 0, results, rng)
             if cfg.checkpoint_frequency and (epoch + 1) % cfg.checkpoint_frequency == 0:
-                save(f'epoch_{epoch + 1}.pt', epoch + 1, 0, results)
-            if ema is not None:
+                save(f'epoch_{epoch + 1}.pt', epoch + 1, 0, results, rng)
+            if ema is not None:  # the EMA weights as a model of their own (--evaluate ema.pt)
                 atomic_save(make_checkpoint(ema.model, epoch=epoch + 1, config=run_config, results=ema_results),
                             os.path.join(cfg.checkpoint_dir, 'ema.pt'))
         barrier(info)
@@ -315,12 +377,6 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
             plot_training_curves(history, os.path.join(directory, 'training_curves.png'))
     logger.close()
     return results
-
-
-def _gather_rng(info: DistInfo):
-    from common.dist import gather_objects
-    states = gather_objects(_rng_state(), info)
-    return states if info.enabled else states[0]
 
 
 def write_results(results, run_config, results_json=None, log_dir=None):

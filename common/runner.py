@@ -3,6 +3,7 @@
 Run scripts call ``main(argv, preset)``; this is the only module that reads the
 argparse namespace, and it turns it into plain config objects at once.
 """
+import contextlib
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from common.arguments import (accepted_kwargs, build_parser, check_conflicts, ch
                               explicit_model_kwargs, infer_model_name)
 from common.checkpoint import load_checkpoint, model_spec_from_checkpoint, read_checkpoint, split_checkpoint
 from common.datasets import DataConfig, load_dataset
-from common.dist import DistInfo, cleanup, init_distributed, select_device
+from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
 from common.errors import UserError
 from common.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.generators import WindowConfig, WindowDataset
@@ -38,7 +39,8 @@ def data_config(args, preset: ScriptPreset) -> DataConfig:
     dataset = dict(preset.dataset_aliases).get(args.dataset, args.dataset)
     return DataConfig(dataset=dataset, root_path=args.root_path, keypoints=args.keypoints,
                       subjects_train=args.subjects_train, subjects_test=args.subjects_test,
-                      actions=actions, downsample=args.downsample, subset=args.subset, seed=args.seed)
+                      actions=actions, downsample=args.downsample, subset=args.subset, seed=args.seed,
+                      virtual_cameras=args.virtual_cameras)
 
 
 def build_lifter(args, spec, checkpoint=None):
@@ -109,7 +111,12 @@ def prepare_model(args, spec):
     """(model, name, config, checkpoint object or None, checkpoint path or None, tds).
     The model is built from the checkpoint's record when evaluating (weights not yet loaded)."""
     evaluate_path = checkpoint_to_evaluate(args)
-    checkpoint = read_checkpoint(evaluate_path, args.trust_checkpoint) if evaluate_path else None
+    if evaluate_path and evaluate_path.endswith('.h5'):  # released Uplift-and-Upsample Keras weights
+        from common.checkpoint import make_checkpoint
+        from common.keras_import import uplift_model_from_h5
+        checkpoint = make_checkpoint(uplift_model_from_h5(evaluate_path))
+    else:
+        checkpoint = read_checkpoint(evaluate_path, args.trust_checkpoint) if evaluate_path else None
     stored = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
     tds = args.tds or (stored.get('tds') if isinstance(stored, dict) else None) or 1
     model, name, model_config = build_lifter(args, spec, checkpoint)
@@ -126,11 +133,47 @@ def load_model_for_inference(args, spec, device):
     return model.to(device).eval(), tds
 
 
+def evaluation_variants(model, forced=None):
+    """(label, attribute settings) of each evaluation a model's paper reports (Uplift-and-Upsample:
+    one per keyframe spacing s_in); [(None, {})] for a single evaluation."""
+    variants = list(getattr(model, 'evaluation_variants', []))
+    if forced is not None:
+        variants = [v for v in variants if forced in v[1].values()]
+        if not variants:
+            raise UserError(f'--forced_mask_stride {forced} is not one of this model\'s keyframe spacings')
+    return variants or [(None, {})]
+
+
+def evaluate_checkpoint(args, model, test_seqs, spec, tds, device, info, run_config):
+    """Evaluate a loaded model (once per evaluation variant), print, save JSON and exports."""
+    from common.engine import write_results
+    cfg = eval_config(args, tds, load_refine(args, spec, device))
+    runs = {}
+    for label, settings in evaluation_variants(model, args.mask_stride):
+        for attribute, value in settings.items():
+            setattr(model, attribute, value)
+        results, predictions = evaluate(model, test_seqs, spec, cfg, device, info, return_predictions=True)
+        if info.is_main:
+            print((f'== {label} ==\n' if label else '') + format_results(results))
+        runs[label] = (results, predictions)
+    label, (results, predictions) = next(iter(runs.items()))
+    if len(runs) > 1:
+        results = {**results, 'variants': {name: r for name, (r, _) in runs.items()}}
+        if info.is_main:
+            print(' | '.join([results['score_name']] + list(runs)))
+            print(' | '.join([run_config['model']] + [f"{r['score']:.1f}" for r, _ in runs.values()]))
+    if info.is_main:
+        write_results(results, run_config, args.results_json, args.log if (args.log and not args.nolog) else None)
+        export_results(results, test_seqs, predictions, spec, args.checkpoint)
+    return results
+
+
 def run(args, preset: ScriptPreset, info: DistInfo):
+    from common.dist import configure_determinism, seed_everything
     check_conflicts(args)
     device = select_device(args.gpu, info)
-    if args.deterministic:
-        torch.use_deterministic_algorithms(True)
+    configure_determinism(args.deterministic)
+    seed_everything(args.seed)  # the initial weights follow --seed (the same on every rank)
     train_seqs, test_seqs, spec, data = load_data(args, preset)
     model, name, model_config, checkpoint, evaluate_path, tds = prepare_model(args, spec)
     run_config = {'script': preset.script, 'model': name, 'model_config': model_config, 'tds': tds,
@@ -143,15 +186,8 @@ def run(args, preset: ScriptPreset, info: DistInfo):
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
         model.to(device)
-        cfg = eval_config(args, tds, load_refine(args, spec, device))
-        results, predictions = evaluate(model, test_seqs, spec, cfg, device, info, return_predictions=True)
-        if info.is_main:
-            print(format_results(results))
-            from common.engine import write_results
-            write_results(results, {**run_config, 'checkpoint': evaluate_path}, args.results_json,
-                          args.log if (args.log and not args.nolog) else None)
-            export_results(results, test_seqs, predictions, spec, args.checkpoint)
-        return results
+        return evaluate_checkpoint(args, model, test_seqs, spec, tds, device, info,
+                                   {**run_config, 'checkpoint': evaluate_path})
 
     if args.MAE_reload:
         from common.checkpoint import transfer_matching_weights
@@ -167,7 +203,8 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         warmup_epochs=args.warmup, clip_grad=args.clip_grad, amp=args.amp, ema=args.ema,
         accumulate=args.accumulate, compile=args.compile, workers=args.workers, seed=args.seed,
         checkpoint_dir=args.checkpoint, checkpoint_frequency=args.checkpoint_frequency,
-        checkpoint_steps=args.checkpoint_steps, resume=args.resume, log_dir=default_log_dir(args, name),
+        checkpoint_steps=args.checkpoint_steps, resume=args.resume, trust_checkpoint=args.trust_checkpoint,
+        log_dir=default_log_dir(args, name),
         results_json=args.results_json, export_training_curves=args.export_training_curves,
         data_parallel=args.gpu or [], max_steps_per_epoch=args.max_steps_per_epoch)
     if not train_seqs:
@@ -184,14 +221,25 @@ def main(argv, preset: ScriptPreset):
     args = parser.parse_args(argv)
     info = DistInfo()
     try:
-        info = init_distributed()
-        run(args, preset, info)
+        info = init_distributed(args.ddp_timeout)
+        # only rank 0 talks to the user; errors (stderr) still come from any rank
+        with contextlib.ExitStack() as stack:
+            if not info.is_main:
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, 'w'))))
+            run(args, preset, info)
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('error: interrupted', file=sys.stderr)
         return 130
+    except Exception as err:  # a collective failed: another rank died or hung
+        if not is_distributed_failure(err):
+            raise
+        detail = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        print(f'error: rank {info.rank}: distributed training failed, another process died or timed out '
+              f'(--ddp-timeout {args.ddp_timeout:g} s): {detail}', file=sys.stderr)
+        return 1
     finally:
         cleanup(info)
     return 0

@@ -4,7 +4,9 @@ Every reader returns ``(train, test, spec)``: two lists of :class:`Sequence` (on
 camera stream each) and a :class:`DatasetSpec` holding everything that differs
 between datasets, so that the engine never asks which dataset it has.
 """
+import io
 import os
+import pickle
 import zipfile
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence as Seq, Tuple
@@ -121,23 +123,55 @@ def find_data_file(root_path: str, filename: str, origin: str) -> str:
                     f"embedded synthetic dataset)")
 
 
+class _DatasetUnpickler(pickle.Unpickler):
+    """Unpickles the dicts and lists of arrays the dataset files hold, and nothing else: a
+    dataset file from the internet cannot make loading run code."""
+    _ALLOWED = {('collections', 'OrderedDict'), ('builtins', 'dict'), ('builtins', 'list'),
+                ('builtins', 'tuple'), ('builtins', 'set'), ('builtins', 'frozenset'), ('builtins', 'slice')}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED or (
+                module.split('.')[0] == 'numpy' and name in ('_reconstruct', 'scalar', 'ndarray', 'dtype')) or (
+                module in ('numpy.dtypes', 'numpy') and name.endswith('DType')):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'refers to {module}.{name}, which a dataset file never needs')
+
+
+def _read_npy(handle):
+    """One .npy member; object arrays go through the restricted unpickler."""
+    major, _ = np.lib.format.read_magic(handle)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(handle)
+    if dtype.hasobject:
+        return _DatasetUnpickler(handle, encoding='latin1').load()
+    count = int(np.prod(shape)) if shape else 1
+    data = np.frombuffer(handle.read(count * dtype.itemsize), dtype=dtype, count=count)
+    return data.reshape(shape[::-1]).T if fortran else data.reshape(shape)
+
+
 def load_npz_entries(path: str, keys: Seq[str]) -> Dict[str, object]:
-    """Read the pickled 0-d entries of a dataset .npz, with one-line errors for bad files."""
+    """Read the (pickled, 0-d) entries of a dataset .npz safely, with one-line errors for bad files."""
     try:
-        with np.load(path, allow_pickle=True) as archive:
-            missing = [k for k in keys if k not in archive.files]
+        with zipfile.ZipFile(path) as archive:
+            members = {name[:-4]: name for name in archive.namelist() if name.endswith('.npy')}
+            missing = [k for k in keys if k not in members]
             if missing:
-                raise UserError(f"'{path}' has entries {sorted(archive.files)}, expected {list(keys)}")
+                raise UserError(f"'{path}' has entries {sorted(members)}, expected {list(keys)}")
             out = {}
             for key in keys:
-                value = archive[key]
-                out[key] = value.item() if value.dtype == object and value.ndim == 0 else value
+                with archive.open(members[key]) as handle:
+                    value = _read_npy(io.BufferedReader(handle))
+                if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
+                    value = value.item()
+                out[key] = value
             return out
     except UserError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise UserError(f"'{path}' is not a readable .npz archive (truncated or corrupted?): "
-                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    except pickle.UnpicklingError as err:
+        raise UserError(f"'{path}' is refused or corrupted: {err}") from None
+    except Exception as err:  # zlib, truncation, bad headers: all mean a damaged file
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"'{path}' is not a readable .npz archive (truncated or corrupted?): {detail}") from None
 
 
 def _expect_dict(value, path, what):

@@ -53,8 +53,6 @@ def test_truncated_npz(broken_data, trained):
     assert_one_line_error(tiny_args(broken_data, trained), trained, ['data_3d_h36m.npz', 'truncated or corrupted'])
 
 
-@pytest.mark.xfail(reason='common/datasets.py load_npz_entries lets the pickle/zlib/Unicode/Overflow errors '
-                          'of a damaged entry through (a traceback instead of one line)', strict=False)
 def test_corrupted_npz(broken_data, trained):
     """A well-formed zip whose entry holds a damaged pickle (the CRC matches the damage)."""
     import io

@@ -111,3 +111,22 @@ def test_bad_files_give_one_line_errors(tmp_path, problem):
     with pytest.raises(UserError) as err:
         load_dataset(config(tmp_path))
     assert '\n' not in str(err.value)
+
+
+class _CreatesFile:
+    """Unpickling this calls open(path, 'w'): what a malicious dataset file could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_dataset_file_cannot_run_code(tmp_path):
+    write_h36m(tmp_path)
+    marker = tmp_path / 'pwned'
+    np.savez(tmp_path / 'data_3d_h36m.npz', positions_3d=np.array(_CreatesFile(str(marker)), dtype=object))
+    with pytest.raises(UserError, match='refused'):
+        load_dataset(config(tmp_path))
+    assert not marker.exists()

@@ -148,12 +148,14 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
 
 def add_viz_arguments(p):
     g = p.add_argument_group('visualisation')
-    g.add_argument('--viz-subject', default=None, help='subject (S9) or 3DHP sequence (TS1) to render')
+    g.add_argument('--viz-subject', default=None, help='subject (S9), 3DHP sequence (TS1), or the video of --viz-custom')
     g.add_argument('--viz-action', default=None, help="action to render, e.g. 'Photo 1'")
     g.add_argument('--viz-camera', type=int, default=0, help='camera index')
     g.add_argument('--viz-video', default=None, metavar='FILE', help='video to draw the 2D input over')
     g.add_argument('--viz-skip', type=int, default=0, help='skip the first N frames of the video')
-    g.add_argument('--viz-output', default=None, metavar='FILE', help='output file (.gif or .mp4)')
+    g.add_argument('--viz-output', default=None, metavar='FILE',
+                   help='output: .gif, .mp4, .png (a grid of a few frames), or a name without extension for '
+                        'both NAME.gif and NAME.mp4')
     g.add_argument('--viz-export', default=None, metavar='FILE', help='save the predicted 3D poses as .npy')
     g.add_argument('--viz-bitrate', type=int, default=3000, help='MP4 bitrate (kbit/s)')
     g.add_argument('--viz-no-ground-truth', action='store_true', help='do not draw the ground truth')

@@ -13,7 +13,7 @@ from typing import Callable, Dict, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
-from common.camera import (load_h36m_cameras, normalize_screen_coordinates, world_to_camera)
+from common.camera import load_h36m_cameras, normalize_screen_coordinates, world_to_camera
 from common.errors import UserError
 from common.skeleton import H36M_17, Skeleton, h36m_raw_to_17
 
@@ -337,3 +337,40 @@ def load_synthetic_h36m(config: DataConfig):
     directory = ensure_synthetic(os.path.join(config.root_path, 'synthetic'), kind='h36m')
     train, test, spec = load_h36m(DataConfig(**{**config.__dict__, 'root_path': directory, 'dataset': 'h36m'}))
     return train, test, spec
+
+
+# ----------------------------------------------------------------------------- other inputs
+
+def read_custom_keypoints(path):
+    """The videos of a VideoPose3D custom 2D file (data_2d_custom_*.npz) as 2D-only Sequences
+    (subject = video name, action 'custom'), their (left, right) 2D joints and layout name."""
+    if not os.path.isfile(path):
+        raise UserError(f"custom keypoint file '{path}' does not exist")
+    positions, metadata = load_npz_entries(path, ['positions_2d', 'metadata']).values()
+    symmetry, sequences = metadata.get('keypoints_symmetry'), []
+    for video, entry in positions.items():
+        size = metadata.get('video_metadata', {}).get(video)
+        pixels = np.asarray(entry.get('custom', [[]])[0] if isinstance(entry, dict) else [], np.float32)
+        if pixels.ndim != 3 or pixels.shape[2] < 2 or not size or symmetry is None or len(symmetry) != 2:
+            raise UserError(f"'{path}': expected positions_2d[{video!r}] = {{'custom': [(N, J, 2)]}}, "
+                            f"metadata video_metadata[{video!r}] = {{'w', 'h'}} and keypoints_symmetry")
+        width, height = int(size['w']), int(size['h'])
+        sequences.append(Sequence(normalize_screen_coordinates(pixels[..., :2], width, height), None, str(video),
+                                  'custom', 0, 'custom', image_size=(width, height)))
+    sides = tuple(tuple(int(j) for j in side) for side in symmetry or ((), ()))
+    return sequences, sides, metadata.get('layout_name', '')
+
+
+def read_predictions(path, num_joints):
+    """[T, J, 3] camera-frame poses saved by --viz-export (.npy) or in an .npz."""
+    if not os.path.isfile(path):
+        raise UserError(f"predictions file '{path}' does not exist")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):  # the first array of an .npz
+            loaded = loaded[loaded.files[0]]
+    except (ValueError, OSError, IndexError) as err:
+        raise UserError(f"'{path}' is not a readable .npy/.npz array: {str(err).splitlines()[0]}") from None
+    if loaded.ndim != 3 or loaded.shape[1:] != (num_joints, 3):
+        raise UserError(f"'{path}' holds shape {loaded.shape}, expected (T, {num_joints}, 3)")
+    return loaded.astype(np.float32)

@@ -60,13 +60,15 @@ def _predict_seq2seq(model, pose2d, max_batch):
 
 
 @torch.no_grad()
-def predict_sequence(model, pose2d, flip_pairs=None, tds=1, max_batch=1024):
+def predict_sequence(model, pose2d, flip_pairs=None, tds=1, max_batch=1024, output_flip_pairs=None):
     """Predict every frame of whole sequences.
 
     model -- a registered lifter in eval mode
     pose2d -- [B, T, J, 2] normalised screen coordinates (any T >= 1)
     flip_pairs -- (left joints, right joints) for flip averaging, or None
     tds -- temporal downsampling of centre-frame windows (P-STMO's -tds)
+    output_flip_pairs -- (left, right) of the 3D output when they differ from the 2D input's
+    (e.g. COCO keypoints in, Human3.6M joints out); default flip_pairs
     Returns [B, T, J, 3]."""
     def run(x):
         if hasattr(model, 'predict_sequence'):
@@ -78,6 +80,7 @@ def predict_sequence(model, pose2d, flip_pairs=None, tds=1, max_batch=1024):
     if flip_pairs is None:
         return run(pose2d)
     left, right = list(flip_pairs[0]), list(flip_pairs[1])
+    out_left, out_right = (list(p) for p in (output_flip_pairs or flip_pairs))
     both = run(torch.cat([pose2d, mirror_pose(pose2d, left, right)]))
     plain, flipped = both.chunk(2)
-    return (plain + mirror_pose(flipped, left, right)) / 2
+    return (plain + mirror_pose(flipped, out_left, out_right)) / 2

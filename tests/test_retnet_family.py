@@ -111,8 +111,6 @@ def test_baseline_fixture(name, source, tmp_path):
         assert_matches(tta[0], fx['output_eval_tta'], cfg)
 
 
-@pytest.mark.xfail(reason='common.inference._predict_seq2seq lets the last window overwrite the overlap; '
-                          'the release keeps the earlier windows there (frames 33-53 of this fixture)')
 @torch.no_grad()
 def test_mixste_eval_tta_through_engine(tmp_path):
     fx = fixture('mixste')

@@ -118,40 +118,32 @@ def official_stc_sequence(model, clip, frames):
     return torch.cat([model(w)[:, (frames - 1) // 2] for w in windows.split(256)]).view(*clip.shape[:2], -1, 3)
 
 
-def streaming_latency(model, histories, steps, joints=17):
-    """Median per-frame step time after each history length (causal recurrent form)."""
-    state, results, done = model.init_state(1), {}, 0
-    frame = torch.randn(1, joints, 2) * 0.5
-    for history in histories:
-        while done < history:
-            _, state = model.step(frame, state)
-            done += 1
-        times = []
-        for _ in range(steps):
+def streaming_latency(step, state, histories, rounds=15, joints=17):
+    """Median time of one step from the state reached after each history length; the
+    histories are timed in alternation so that load changes hit all of them alike.
+
+    step(frame [1, J, 2], state, t) -> new state (t = index of the frame in the stream)."""
+    frame, snapshots = torch.randn(1, joints, 2) * 0.5, {}
+    for t in range(max(histories) + 1):
+        if t in histories:
+            snapshots[t] = state
+        state = step(frame, state, t)
+    times = {h: [] for h in histories}
+    for _ in range(rounds):
+        for h in histories:
             start = time.perf_counter()
-            _, state = model.step(frame, state)
-            times.append(time.perf_counter() - start)
-            done += 1
-        results[history] = sorted(times)[len(times) // 2]
-    return results
+            step(frame, snapshots[h], h)
+            times[h].append(time.perf_counter() - start)
+    return {h: sorted(v)[len(v) // 2] for h, v in times.items()}
 
 
-def official_streaming_latency(model, histories, steps, joints=17):
+def ours_step(model):
+    return lambda frame, state, t: model.step(frame, state)[1]
+
+
+def official_step(model):
     """The release's only per-frame path for a causal model: chunkwise with chunk_size 1."""
-    states, results, done = None, {}, 0
-    frame = torch.randn(1, 1, joints, 2) * 0.5
-    for history in histories:
-        while done < history:
-            _, states = model(frame, S_prev_list=states, n=done)
-            done += 1
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            _, states = model(frame, S_prev_list=states, n=done)
-            times.append(time.perf_counter() - start)
-            done += 1
-        results[history] = sorted(times)[len(times) // 2]
-    return results
+    return lambda frame, state, t: model(frame[:, None], S_prev_list=state, n=t)[1]
 
 
 def report(label, count, mine, ref=None, extra=''):
@@ -209,12 +201,12 @@ def bench_model(name, config, args, official):
         report(label, length, *times, extra=f'  (max gap {gap:.1e})')
     causal = build_model(name, **{**config, 'causal': True}).eval()
     causal.load_state_dict(model.state_dict())
-    latency = streaming_latency(causal, (10, 100, 1000), steps=15)
+    latency = streaming_latency(ours_step(causal), causal.init_state(1), (10, 100, 1000))
     print('   causal streaming, ms per frame at history ' + ', '.join(f'{h}: {s * 1e3:.2f}' for h, s in latency.items()))
     if official is not None:
         reference = build_official(official, name, {**config, 'chunk_size': 1}, causal=True)
         reference.load_state_dict(model.state_dict())
-        latency = official_streaming_latency(reference, (10, 100, 1000), steps=15)
+        latency = streaming_latency(official_step(reference), None, (10, 100, 1000))
         print('   official (chunkwise, chunk 1), ms per frame at history '
               + ', '.join(f'{h}: {s * 1e3:.2f}' for h, s in latency.items()))
 

@@ -11,6 +11,17 @@ SHARED = os.environ.get('UNILIFT_SHARED', os.path.join(ROOT, '..', 'shared'))
 REFERENCE = os.path.join(SHARED, 'reference')
 
 
+@pytest.fixture(autouse=True, scope='session')
+def single_thread():
+    """One torch thread for the whole suite: the models under test are small, and two busy
+    threads on two shared cores are slower than one."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def reference_dir():
     """../shared/reference (override with UNILIFT_SHARED)."""

@@ -29,13 +29,6 @@ PUBLISHED_PARAMETERS = [  # reference README, "Parameter counts of the published
 ]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """These models are small: one thread avoids oversubscribing shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=None)

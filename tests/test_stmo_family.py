@@ -15,13 +15,6 @@ from models.stmo import BONES_17, bone_vectors, draw_temporal_mask, load_pretrai
 JOINT_MASKS = ('spatial_mask', 'bone_mask', 'limb_mask1', 'limb_mask2')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """These tensors are tiny: one thread avoids contention with other work on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def bfjc(official):

@@ -13,13 +13,6 @@ from models import build_model
 from models.strided import refine_inputs, uvd_to_xyz
 
 
-@pytest.fixture(autouse=True, scope='module')
-def single_thread():
-    """These tensors are tiny: one thread avoids contention with other work on the machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def assert_fixture_close(mine, ref, config):

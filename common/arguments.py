@@ -64,8 +64,10 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     g.add_argument('-drop', '--dropout', type=float, default=None, help='dropout probability')
     g.add_argument('--causal', action='store_true', default=None, help='causal model (past frames only)')
     g.add_argument('--dense', action='store_true', default=None, help='VideoPose3D dense convolutions')
-    g.add_argument('--uncausal', action='store_true', default=None, help='RetNet: non-causal retention')
-    g.add_argument('--joint-related', action='store_true', default=None, help='RetNet: per-joint decay rates')
+    g.add_argument('--uncausal', action='store_true', default=None,
+                   help='RetNet: non-causal retention (absent: causal, as the release\'s parser)')
+    g.add_argument('--joint-related', action='store_true', default=None,
+                   help='RetNet: per-joint decay rates (absent: one rate, as the release\'s parser)')
     g.add_argument('--chunk-size', type=int, default=None, help='RetNet: chunk of the decay mask (243, 81, 27, 9)')
     g.add_argument('--gamma-divider', type=float, default=None, help='RetNet: decay rate divider (8)')
     g.add_argument('--trainable', action='store_true', default=None, help='RetNet: learn the decay rates')
@@ -85,11 +87,16 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     g.add_argument('--preset', default=None, help='Uplift-and-Upsample configuration (h36m_351, h36m_81, ...)')
     g.add_argument('--forced_mask_stride', '--mask-stride', dest='mask_stride', type=int, default=None,
                    help='Uplift-and-Upsample: evaluate with this keyframe spacing s_in only')
-    g.add_argument('--refine', action='store_true', help='use the refine module (P-STMO / Strided); at test time '
-                   'it uses the ground-truth root depth and camera intrinsics, as the published protocol')
-    g.add_argument('--refine_reload', type=int, default=0, help='1: load the refine module weights')
+    g.add_argument('--refine', action='store_true', help='use the refine module (P-STMO / Strided). Evaluating: '
+                   'apply the module of --previous_refine_name; training: train the lifter (e.g. loaded with '
+                   '--reload 1 --previous_dir) and a refine module together on the refined centre frame. It uses '
+                   'the ground-truth root depth and the camera intrinsics, as the published protocol')
+    g.add_argument('--refine_reload', type=int, nargs='?', const=1, default=0,
+                   help='1: load the refine module weights from --previous_refine_name')
     g.add_argument('--previous_refine_name', default=None, metavar='FILE', help='refine module checkpoint')
-    g.add_argument('--lr_refine', type=float, default=1e-5, help='learning rate of the refine module')
+    g.add_argument('--lr_refine', type=float, default=None,
+                   help='initial learning rate of the refine module while training (default: --lr, as the '
+                        'released scripts, which define this flag but never read it)')
 
     g = p.add_argument_group('training')
     g.add_argument('--train', type=int, default=None, help='P-STMO spelling: 1 = train (the default), 0 = evaluate')
@@ -126,7 +133,8 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     g.add_argument('-c', '--checkpoint', default='checkpoint', metavar='DIR', help='checkpoint directory')
     g.add_argument('--evaluate', default=None, metavar='FILE',
                    help='evaluate this checkpoint (a name inside -c DIR, or a path); ours or an official file')
-    g.add_argument('--reload', type=int, default=0, help='P-STMO spelling: 1 = load --previous_dir')
+    g.add_argument('--reload', type=int, nargs='?', const=1, default=0,
+                   help='P-STMO spelling: 1 = load --previous_dir (evaluate it, or with --train 1 fine-tune it)')
     g.add_argument('--previous_dir', default=None, metavar='PATH', help='P-STMO / Strided checkpoint file or folder')
     g.add_argument('-r', '--resume', default=None, metavar='FILE', help='continue training from this checkpoint')
     g.add_argument('--checkpoint-frequency', type=int, default=0, metavar='N', help='also keep epoch_N.pt every N epochs')
@@ -179,6 +187,12 @@ MODEL_FLAGS = {  # canonical model keyword -> parsed attribute
 }
 
 
+# What a release's own parser builds when its on/off switches are absent, for models whose
+# hyper-parameters come from the command line: PoseRetNet's `--model retnet` alone is causal and
+# without per-joint decay (the published commands pass --joint-related --uncausal).
+RELEASE_SWITCH_DEFAULTS = {'retnet': {'joint_related': False, 'causal': True}}
+
+
 def explicit_model_kwargs(args) -> dict:
     """Model keywords the user set on the command line (canonical names)."""
     kwargs = {key: getattr(args, attr) for key, attr in MODEL_FLAGS.items() if getattr(args, attr) is not None}
@@ -202,28 +216,41 @@ def infer_model_name(args) -> str:
     if args.architecture:
         return 'videopose'
     if args.MAE or args.layers is not None or args.tds is not None or args.MAE_reload \
-            or args.temporal_mask_rate is not None:
+            or args.temporal_mask_rate is not None or args.refine:
         return 'stmo'
     if args.chunk_size is not None or args.joint_related or args.uncausal:
         return 'retnet'
     return 'videopose'
 
 
+def main_model_file(previous_dir) -> str:
+    """--previous_dir names a file, or a folder of Strided Transformer files whose first '*.pth'
+    starting with 'n' (no_refine_*) is the main model."""
+    if not os.path.isdir(previous_dir):
+        return previous_dir
+    names = sorted(n for n in os.listdir(previous_dir) if n.endswith('.pth') and n.startswith('n'))
+    if not names:
+        raise UserError(f"no main-model file (no_refine_*.pth) in '{previous_dir}'")
+    return os.path.join(previous_dir, names[0])
+
+
 def checkpoint_to_evaluate(args) -> Optional[str]:
     """The file an evaluation reads: -c DIR --evaluate FILE, or --reload 1 --previous_dir FILE
-    without --train 1 (P-STMO). A --previous_dir folder holds Strided Transformer files: the
-    first '*.pth' starting with 'n' is the main model."""
+    without --train 1 (P-STMO)."""
     if args.evaluate:
         path = args.evaluate
         inside = os.path.join(args.checkpoint, path)
         return inside if os.path.exists(inside) or not os.path.exists(path) else path
     if args.reload and args.previous_dir and args.train != 1:
-        if os.path.isdir(args.previous_dir):
-            names = sorted(n for n in os.listdir(args.previous_dir) if n.endswith('.pth') and n.startswith('n'))
-            if not names:
-                raise UserError(f"no main-model file (no_refine_*.pth) in '{args.previous_dir}'")
-            return os.path.join(args.previous_dir, names[0])
-        return args.previous_dir
+        return main_model_file(args.previous_dir)
+    return None
+
+
+def checkpoint_to_finetune(args) -> Optional[str]:
+    """The file whose model and weights training starts from: --reload 1 --previous_dir FILE
+    with --train 1 (the released scripts' fine-tuning, e.g. before adding the refine module)."""
+    if args.reload and args.previous_dir and args.train == 1 and not args.MAE_reload:
+        return main_model_file(args.previous_dir)
     return None
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -66,17 +66,21 @@ class TrainConfig:
     export_training_curves: bool = False
     data_parallel: List[int] = field(default_factory=list)
     max_steps_per_epoch: Optional[int] = None
+    group_lrs: Dict[str, float] = field(default_factory=dict)
 
 
 class TrainingObjective(nn.Module):
     """Model + loss in one module, so that DataParallel / DDP parallelise the loss too.
-    forward(input2d [B,F,J,2], target3d [B,F,J,3]) -> scalar loss."""
+    forward(input2d [B,F,J,2], target3d [B,F,J,3], intrinsics [B,9], root_depth [B,F]) -> scalar
+    loss; the camera inputs go to models that declare ``uses_camera`` (the refine module)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def forward(self, input2d, target3d):
+    def forward(self, input2d, target3d, intrinsics=None, root_depth=None):
+        if getattr(self.model, 'uses_camera', False):
+            return self.model.training_loss(input2d, target3d, intrinsics, root_depth)
         if hasattr(self.model, 'training_loss'):
             return self.model.training_loss(input2d, target3d)
         output = self.model(input2d)
@@ -107,9 +111,20 @@ class WeightEMA:
                 value.copy_(live[name])
 
 
+def parameter_groups(model, cfg: TrainConfig):
+    """Trainable parameters grouped by ``cfg.group_lrs`` prefixes (the rest in the first group);
+    each group's ``lr_scale`` is its initial lr over ``cfg.lr``."""
+    groups = {prefix: [] for prefix in [''] + list(cfg.group_lrs)}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups[next((p for p in cfg.group_lrs if name.startswith(p)), '')].append(param)
+    return [{'params': params, 'lr_scale': cfg.group_lrs.get(prefix, cfg.lr) / cfg.lr}
+            for prefix, params in groups.items() if params]
+
+
 def build_optimizer(model, cfg: TrainConfig):
     name = cfg.optimizer or getattr(model, 'default_optimizer', 'adamw')
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = parameter_groups(model, cfg)
     if name == 'adamw':
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if name in ('adam', 'adam_amsgrad'):
@@ -194,19 +209,18 @@ def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoc
                initial=start_step, total=last_step, dynamic_ncols=True)
     bare = unwrap(objective).model if isinstance(unwrap(objective), TrainingObjective) else unwrap(objective)
     optimizer.zero_grad(set_to_none=True)
+    names = ('input2d', 'target3d') + (('intrinsics', 'root_depth') if getattr(bare, 'uses_camera', False) else ())
     for step, batch in enumerate(bar, start=start_step):
-        input2d = batch['input2d'].to(device, non_blocking=True)
-        target3d = batch['target3d'].to(device, non_blocking=True)
-        windows = len(input2d)
-        parts = [i for i in zip(input2d.tensor_split(cfg.accumulate), target3d.tensor_split(cfg.accumulate))
-                 if len(i[0])]
+        tensors = [batch[name].to(device, non_blocking=True) for name in names]
+        windows = len(tensors[0])
+        parts = [i for i in zip(*(t.tensor_split(cfg.accumulate) for t in tensors)) if len(i[0])]
         step_loss = torch.zeros((), dtype=torch.float64, device=device)
-        for index, (x, y) in enumerate(parts):
+        for index, (x, *rest) in enumerate(parts):
             # DDP averages gradients only on the last micro-batch of the step
             sync = index == len(parts) - 1 or not hasattr(objective, 'no_sync')
             with contextlib.nullcontext() if sync else objective.no_sync():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                    loss = objective(x, y).mean()
+                    loss = objective(x, *rest).mean()
                 (loss * (len(x) / windows)).backward()
             step_loss += loss.detach().double() * len(x)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(step_loss), step + 1, first_bad)
@@ -316,7 +330,7 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
     for epoch in range(start_epoch, cfg.epochs):
         lr = epoch_lr(cfg, epoch)
         for group in optimizer.param_groups:
-            group['lr'] = lr
+            group['lr'] = lr * group.get('lr_scale', 1.0)
         train_set.set_epoch(epoch)
         if hasattr(model, 'on_epoch_start'):
             model.on_epoch_start(epoch, cfg.epochs)

@@ -53,18 +53,30 @@ def export_results(results, sequences, predictions, spec, directory):
         exporter(results, sequences, predictions, spec, directory)
 
 
+def length_groups(sequences, limit=8):
+    """Indices of sequences with equal lengths (the camera views of one recording), at most
+    ``limit`` per group: each group is predicted as one batch."""
+    by_length = {}
+    for index, seq in enumerate(sequences):
+        by_length.setdefault(len(seq), []).append(index)
+    return [group[i:i + limit] for group in by_length.values() for i in range(0, len(group), limit)]
+
+
 @torch.no_grad()
 def predict_all(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = DistInfo()):
     """Predictions [T, J, 3] (numpy, metres) for every sequence, sharded over ranks and
     gathered, so every rank returns the same list as a single process would."""
     model.eval()
+    refiner = cfg.refine if cfg.refine is not None else getattr(model, 'refiner', None)
     mine = []
-    for index in range(info.rank, len(sequences), info.world_size):
-        pose2d = torch.from_numpy(sequences[index].pose2d).to(device)[None]
-        pred = predict_sequence(model, pose2d, spec.flip_pairs if cfg.flip else None, cfg.tds, cfg.max_batch)
-        if cfg.refine is not None:
-            pred = refine_sequence(cfg.refine, sequences[index], pose2d, pred, spec.root_joint)
-        mine.append((index, pred[0].float().cpu().numpy()))
+    for group in length_groups(sequences)[info.rank::info.world_size]:
+        pose2d = torch.from_numpy(np.stack([sequences[i].pose2d for i in group])).to(device)
+        preds = predict_sequence(model, pose2d, spec.flip_pairs if cfg.flip else None, cfg.tds, cfg.max_batch)
+        for row, index in enumerate(group):
+            pred = preds[row:row + 1]
+            if refiner is not None:
+                pred = refine_sequence(refiner, sequences[index], pose2d[row:row + 1], pred, spec.root_joint)
+            mine.append((index, pred[0].float().cpu().numpy()))
     gathered = [item for part in gather_objects(mine, info) for item in part]
     predictions = [None] * len(sequences)
     for index, pred in gathered:
@@ -76,11 +88,10 @@ def refine_sequence(refine, seq, pose2d, pred, root_joint):
     """Apply the refine module frame by frame: pose2d [1, T, J, 2], pred [1, T, J, 3] -> refined
     [1, T, J, 3]. As the published protocol, x_1 is rebuilt from the 2D input, the predicted
     depths, the ground-truth root depth and the intrinsics."""
-    from models.strided import refine_inputs
+    from models.refine import refine_inputs
     if seq.pose3d is None or seq.intrinsics is None:
         raise ValueError('the refine module needs ground-truth root depth and camera intrinsics')
-    x = pred[0].clone()[:, None]  # [T, 1, J, 3]
-    x[:, :, root_joint] = 0
+    x = pred[0][:, None]  # [T, 1, J, 3]; the releases refine it as predicted (root not reset)
     depth = torch.as_tensor(seq.pose3d[:, root_joint, 2:3], dtype=x.dtype, device=x.device)
     intrinsics = torch.as_tensor(seq.intrinsics, dtype=x.dtype, device=x.device).expand(len(x), -1)
     x_1 = refine_inputs(pose2d[0][:, None], x, depth, intrinsics)

@@ -40,7 +40,8 @@ class WindowDataset(torch.utils.data.Dataset):
     """Map-style dataset of windows; ``__getitems__`` gathers a whole batch at once.
 
     Items are dicts: 'input2d' [F, J, 2], 'target3d' [F, J, 3] (root zeroed),
-    'intrinsics' [9] (zeros if unknown). Call ``set_epoch(e)`` before each epoch:
+    'intrinsics' [9] (zeros if unknown), 'root_depth' [F] (the root's camera-frame depth before
+    zeroing, metres; for the refine module). Call ``set_epoch(e)`` before each epoch:
     shifts and flips are drawn from (seed, epoch), so any worker count, any rank and a
     resumed run all see the same windows."""
 
@@ -54,7 +55,9 @@ class WindowDataset(torch.utils.data.Dataset):
         self.seq_length = lengths
         self.pose2d = torch.from_numpy(np.concatenate([s.pose2d for s in sequences]).astype(np.float32))
         target = np.concatenate([s.pose3d for s in sequences]).astype(np.float32)
+        self.root_depth = torch.zeros(len(target))
         if root_joint is not None:
+            self.root_depth = torch.from_numpy(target[:, root_joint, 2].copy())
             target[:, root_joint] = 0
         self.target3d = torch.from_numpy(target)
         self.intrinsics = torch.from_numpy(np.stack([
@@ -122,7 +125,8 @@ class WindowDataset(torch.utils.data.Dataset):
             target3d[flip] = mirror_pose(target3d[flip], list(jl), list(jr))
             intrinsics[flip, 2] *= -1  # cx
             intrinsics[flip, 7] *= -1  # p1
-        return {'input2d': input2d, 'target3d': target3d, 'intrinsics': intrinsics}
+        return {'input2d': input2d, 'target3d': target3d, 'intrinsics': intrinsics,
+                'root_depth': self.root_depth[frames]}
 
     def __getitem__(self, index):
         batch = self.__getitems__([index])

@@ -19,21 +19,34 @@ def mirror_pose(pose, left, right):
     return mirrored
 
 
+def centre_window_index(length, receptive_field, tds=1, device=None):
+    """[T, receptive_field] frame indices of every frame's centred window, clamped to the
+    sequence (edge padding by repeating the end frames)."""
+    pad = (receptive_field - 1) // 2
+    offsets = torch.arange(-pad, receptive_field - pad, device=device) * tds
+    return (torch.arange(length, device=device)[:, None] + offsets).clamp_(0, length - 1)
+
+
 def centre_windows(pose2d, receptive_field, tds=1):
     """Every frame's centred window, edge-padded at both ends.
 
     pose2d [B, T, J, C] -> [B * T, receptive_field, J, C] (sample b * T + t is frame t of b)."""
     batch, length = pose2d.shape[:2]
-    pad = (receptive_field - 1) // 2
-    offsets = torch.arange(-pad, receptive_field - pad, device=pose2d.device) * tds
-    index = (torch.arange(length, device=pose2d.device)[:, None] + offsets).clamp_(0, length - 1)
+    index = centre_window_index(length, receptive_field, tds, pose2d.device)
     return pose2d[:, index].reshape(batch * length, receptive_field, *pose2d.shape[2:])
 
 
 def _predict_centre(model, pose2d, tds, max_batch):
+    """One window per frame, gathered ``max_batch`` at a time. A model with a per-frame first
+    stage (``embed_frames`` / ``forward_embedded``) embeds every frame once and its windows
+    gather the features, so overlapping windows do not recompute it."""
     batch, length = pose2d.shape[:2]
-    windows = centre_windows(pose2d, model.receptive_field, tds)
-    outputs = [model(chunk) for chunk in windows.split(max_batch)]
+    shared = hasattr(model, 'forward_embedded')
+    source = (model.embed_frames(pose2d) if shared else pose2d).flatten(0, 1)  # [B * T, ...]
+    index = centre_window_index(length, model.receptive_field, tds, pose2d.device)
+    rows = (torch.arange(batch, device=pose2d.device)[:, None, None] * length + index).flatten(0, 1)
+    outputs = [model.forward_embedded(source[chunk]) if shared else model(source[chunk])
+               for chunk in rows.split(max_batch)]
     return torch.cat(outputs)[:, -1 if outputs[0].shape[1] == 1 else model.receptive_field // 2] \
         .reshape(batch, length, *outputs[0].shape[2:])
 

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from common.arguments import (accepted_kwargs, build_parser, check_conflicts, checkpoint_to_evaluate,
-                              explicit_model_kwargs, infer_model_name)
+from common.arguments import (RELEASE_SWITCH_DEFAULTS, accepted_kwargs, build_parser, check_conflicts,
+                              checkpoint_to_evaluate, checkpoint_to_finetune, explicit_model_kwargs,
+                              infer_model_name)
 from common.checkpoint import load_checkpoint, model_spec_from_checkpoint, read_checkpoint, split_checkpoint
 from common.datasets import DataConfig, load_dataset
 from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
@@ -45,17 +46,20 @@ def data_config(args, preset: ScriptPreset) -> DataConfig:
 
 def build_lifter(args, spec, checkpoint=None):
     """(model, name, config): from the checkpoint's own record when there is one, with
-    the model flags given on the command line taking precedence."""
+    the model flags given on the command line taking precedence; from the flags alone (with the
+    release's meaning of absent switches) otherwise."""
     from models import build_model, get_entry
     explicit = explicit_model_kwargs(args)
     if checkpoint is not None and not args.model:
         name, config = model_spec_from_checkpoint(checkpoint)
     else:
-        name, config = infer_model_name(args), {}
+        name, config = infer_model_name(args), None
     try:
         entry = get_entry(name)
     except KeyError as err:
         raise UserError(str(err.args[0])) from None
+    if config is None:
+        config = dict(RELEASE_SWITCH_DEFAULTS.get(entry.name, {}))
     defaults = {'num_joints': spec.num_joints, 'dataset': spec.name}
     config = {**accepted_kwargs(entry.factory, defaults), **config,
               **accepted_kwargs(entry.factory, explicit)}
@@ -72,10 +76,11 @@ def window_config(args, model, tds) -> WindowConfig:
                         random_shift=args.random_shift, tds=tds, flip=args.data_augmentation, seed=args.seed)
 
 
-def load_refine(args, spec, device):
+def load_refine(args, spec, device, model=None):
     """The refine module of --refine --refine_reload 1: --previous_refine_name FILE, or the
-    first 'r*.pth' of a --previous_dir folder (Strided Transformer layout); None without --refine."""
-    if not args.refine:
+    first 'r*.pth' of a --previous_dir folder (Strided Transformer layout). None without
+    --refine, or when ``model`` brings its own refiner (trained with --refine) and no file is named."""
+    if not args.refine or (hasattr(model, 'refiner') and not args.refine_reload):
         return None
     path = args.previous_refine_name
     if path is None and args.previous_dir and os.path.isdir(args.previous_dir):
@@ -84,9 +89,31 @@ def load_refine(args, spec, device):
     if not (args.refine_reload and path):
         raise UserError('--refine at evaluation needs --refine_reload 1 and --previous_refine_name FILE')
     from models import build_model
+    checkpoint = read_checkpoint(path, args.trust_checkpoint)
+    if isinstance(checkpoint, dict) and checkpoint.get('model_name') == 'refined':  # ours, lifter + refiner
+        pair = build_model('refined', **model_spec_from_checkpoint(checkpoint)[1])
+        load_checkpoint(pair, checkpoint)
+        return pair.refiner.to(device).eval()
     refine = build_model('refine', num_joints=spec.num_joints)
-    load_checkpoint(refine, read_checkpoint(path, args.trust_checkpoint))
+    load_checkpoint(refine, checkpoint)
     return refine.to(device).eval()
+
+
+def attach_refiner(args, lifter, name, config, spec, train_seqs):
+    """--refine while training: (model, name, config) of the lifter as loaded and a refine
+    module (fresh, or from --refine_reload 1 --previous_refine_name) trained together."""
+    from models import build_model
+    if any(seq.intrinsics is None or seq.pose3d is None for seq in train_seqs):
+        raise UserError('--refine needs camera intrinsics and 3D ground truth for every training stream '
+                        '(Human3.6M files have them)')
+    try:
+        model = build_model('refined', lifter=name, lifter_config=config)
+    except ValueError as err:
+        raise UserError(f'--refine: {err}') from None
+    model.lifter.load_state_dict(lifter.state_dict())
+    if args.refine_reload:
+        model.refiner.load_state_dict(load_refine(args, spec, 'cpu').state_dict())
+    return model, 'refined', model.model_config
 
 
 def eval_config(args, tds, refine=None) -> EvalConfig:
@@ -108,15 +135,17 @@ def load_data(args, preset: ScriptPreset):
 
 
 def prepare_model(args, spec):
-    """(model, name, config, checkpoint object or None, checkpoint path or None, tds).
-    The model is built from the checkpoint's record when evaluating (weights not yet loaded)."""
+    """(model, name, config, checkpoint object or None, evaluation path or None, tds).
+    The model is built from the checkpoint's record when evaluating or fine-tuning (weights not
+    yet loaded)."""
     evaluate_path = checkpoint_to_evaluate(args)
-    if evaluate_path and evaluate_path.endswith('.h5'):  # released Uplift-and-Upsample Keras weights
+    source = evaluate_path or checkpoint_to_finetune(args)
+    if source and source.endswith('.h5'):  # released Uplift-and-Upsample Keras weights
         from common.checkpoint import make_checkpoint
         from common.keras_import import uplift_model_from_h5
-        checkpoint = make_checkpoint(uplift_model_from_h5(evaluate_path))
+        checkpoint = make_checkpoint(uplift_model_from_h5(source))
     else:
-        checkpoint = read_checkpoint(evaluate_path, args.trust_checkpoint) if evaluate_path else None
+        checkpoint = read_checkpoint(source, args.trust_checkpoint) if source else None
     stored = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
     tds = args.tds or (stored.get('tds') if isinstance(stored, dict) else None) or 1
     model, name, model_config = build_lifter(args, spec, checkpoint)
@@ -127,7 +156,7 @@ def load_model_for_inference(args, spec, device):
     """A model with weights loaded from the checkpoint the flags name, on ``device``, in eval
     mode; returns (model, tds)."""
     model, _, _, checkpoint, path, tds = prepare_model(args, spec)
-    if checkpoint is None:
+    if path is None:
         raise UserError('no checkpoint given: use -c DIR --evaluate FILE (or --reload 1 --previous_dir FILE)')
     load_checkpoint(model, checkpoint)
     return model.to(device).eval(), tds
@@ -147,7 +176,7 @@ def evaluation_variants(model, forced=None):
 def evaluate_checkpoint(args, model, test_seqs, spec, tds, device, info, run_config):
     """Evaluate a loaded model (once per evaluation variant), print, save JSON and exports."""
     from common.engine import write_results
-    cfg = eval_config(args, tds, load_refine(args, spec, device))
+    cfg = eval_config(args, tds, load_refine(args, spec, device, model))
     runs = {}
     for label, settings in evaluation_variants(model, args.mask_stride):
         for attribute, value in settings.items():
@@ -185,9 +214,12 @@ def run(args, preset: ScriptPreset, info: DistInfo):
 
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
-        model.to(device)
-        return evaluate_checkpoint(args, model, test_seqs, spec, tds, device, info,
-                                   {**run_config, 'checkpoint': evaluate_path})
+        if evaluate_path:
+            model.to(device)
+            return evaluate_checkpoint(args, model, test_seqs, spec, tds, device, info,
+                                       {**run_config, 'checkpoint': evaluate_path})
+        if info.is_main:
+            print(f'INFO: training starts from {checkpoint_to_finetune(args)}')
 
     if args.MAE_reload:
         from common.checkpoint import transfer_matching_weights
@@ -195,6 +227,9 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         if info.is_main:
             print(f'INFO: copied {len(copied)} tensors from stage I checkpoint {args.previous_dir}')
 
+    if args.refine:
+        model, name, model_config = attach_refiner(args, model, name, model_config, spec, train_seqs)
+        run_config.update(model=name, model_config=model_config)
     from common.engine import TrainConfig, fit
     train_cfg = TrainConfig(
         epochs=args.epochs or 60, batch_size=args.batch_size or 1024, lr=args.lr or 1e-3,
@@ -206,7 +241,8 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         checkpoint_steps=args.checkpoint_steps, resume=args.resume, trust_checkpoint=args.trust_checkpoint,
         log_dir=default_log_dir(args, name),
         results_json=args.results_json, export_training_curves=args.export_training_curves,
-        data_parallel=args.gpu or [], max_steps_per_epoch=args.max_steps_per_epoch)
+        data_parallel=args.gpu or [], max_steps_per_epoch=args.max_steps_per_epoch,
+        group_lrs={'refiner.': args.lr_refine} if args.refine and args.lr_refine else {})
     if not train_seqs:
         raise UserError('no training streams: check -str / -a / --subset')
     train_set = WindowDataset(train_seqs, window_config(args, model, tds), spec.root_joint,

@@ -56,7 +56,7 @@ _ALIASES: Dict[str, str] = {}
 
 # Model family modules, imported lazily on first registry access so that
 # `import models` stays cheap and a broken optional family cannot break the rest.
-_FAMILY_MODULES = ('videopose', 'retnet', 'mixste', 'stc', 'stmo', 'strided',
+_FAMILY_MODULES = ('videopose', 'retnet', 'mixste', 'stc', 'stmo', 'strided', 'refine',
                    'uplift_upsample', 'context_pose')
 _loaded = False
 

@@ -1,5 +1,6 @@
 """Building blocks shared by the transformer lifters (timm-style names, so that
-official state dicts map one to one): DropPath, Mlp, Attention, Block."""
+official state dicts map one to one): DropPath, Mlp, Attention, Block; and channels-last forms of
+the kernel-1 Conv1d and BatchNorm1d that the convolutional checkpoints store."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -81,3 +82,14 @@ class Block(nn.Module):
     def forward(self, x):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def pointwise(conv, x):
+    """A kernel-1 Conv1d applied to channels-last x [..., C_in] -> [..., C_out]: one matrix
+    product, no transposes (the weights keep their stored Conv1d shape)."""
+    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
+
+
+def channels_last_norm(norm, x):
+    """BatchNorm1d over channels-last x [..., C]; the statistics equal those over [B, C, T]."""
+    return norm(x.reshape(-1, x.shape[-1])).view_as(x)

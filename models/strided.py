@@ -1,11 +1,11 @@
 """Strided Transformer (Li et al., TMM 2022) and the building blocks it shares with P-STMO and
 APTPose (models/stmo.py): a pre-norm temporal transformer over all frames, a strided transformer
-that shrinks the frames to the centre one, BatchNorm + Conv1d pose heads, and the refine module
-with its uvd -> xyz back-projection.
+that shrinks the frames to the centre one, and BatchNorm + Conv1d pose heads. The refine module
+that follows these lifters is in models/refine.py.
 
 Module and parameter names follow the published checkpoints (``Transformer.model.layers.i.
 self_attn.linears.0-3``, ``sublayer.k.norm.a_2``, ``Transformer_reduce.model.pos_embedding_1``,
-``fcn``, ``fcn_1``, ``post_refine``), so the official files load without renaming.
+``fcn``, ``fcn_1``), so the official files load without renaming.
 Where joints and coordinates share one channel axis it is joint-major: index = C * j + c.
 """
 import torch
@@ -13,12 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import register_model
+from models.blocks import channels_last_norm, pointwise
 
 __all__ = ['PoseLayerNorm', 'MultiHeadAttention', 'pointwise', 'channels_last_norm',
            'TemporalEncoder', 'StridedEncoder',
-           'CentreFrameLifter', 'StridedTransformer', 'PoseRefiner', 'pose_head', 'run_head',
-           'mpjpe_loss', 'centre_and_sequence_loss', 'uvd_to_xyz', 'refine_inputs',
-           'strides_for', 'resolve_alias', 'transformer_config']
+           'CentreFrameLifter', 'StridedTransformer', 'pose_head', 'run_head', 'mpjpe_loss',
+           'root_zeroed', 'centre_and_sequence_loss', 'strides_for', 'resolve_alias', 'transformer_config',
+           'check_io_channels']
 
 # Frames -> strides of the strided encoder, as the Strided Transformer release defines them.
 STRIDED_TABLE = {27: [3, 3, 3], 351: [3, 9, 13]}
@@ -52,19 +53,10 @@ class PoseLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        std, mean = torch.std_mean(x, -1, keepdim=True)
-        return self.a_2 * (x - mean) / (std + self.eps) + self.b_2
-
-
-def pointwise(conv, x):
-    """A kernel-1 Conv1d applied to channels-last x [..., C_in] -> [..., C_out]: one matrix
-    product, no transposes (the weights keep their stored Conv1d shape)."""
-    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
-
-
-def channels_last_norm(norm, x):
-    """BatchNorm1d over channels-last x [..., C]; the statistics equal those over [B, C, T]."""
-    return norm(x.reshape(-1, x.shape[-1])).view_as(x)
+        # One fused layer_norm: with the biased variance rescaled by sqrt((C - 1) / C) it is the
+        # released formula except where eps matters (features with a std near 1e-6).
+        scale = ((x.shape[-1] - 1) / x.shape[-1]) ** 0.5
+        return F.layer_norm(x, x.shape[-1:], self.a_2 * scale, self.b_2, eps=self.eps ** 2)
 
 
 class MultiHeadAttention(nn.Module):
@@ -272,6 +264,15 @@ class CentreFrameLifter(nn.Module):
         """x [B, F, J, 2] -> centre-frame pose [B, 1, J, 3]"""
         return self.forward_both(x)[0]
 
+    def embed_frames(self, x):
+        """Evaluation: the per-frame embedding of a whole sequence, [B, T, J, 2] -> [B, T, C], which
+        every window over those frames shares (see common.inference)."""
+        return self.embed(x)
+
+    def forward_embedded(self, features):
+        """Evaluation: windows of embedded frames [N, F, C] -> centre poses [N, 1, J, 3]."""
+        return run_head(self.fcn, self.temporal(features)[0], self.out_joints)
+
     def training_loss(self, x, target):
         """Released objective; x [B, F, J, 2], target [B, F, J, 3] -> scalar"""
         return centre_and_sequence_loss(*self.forward_both(x), target)
@@ -337,66 +338,3 @@ def build_strided(num_frame=None, frames=None, num_joints=None, n_joints=None, o
         d_hid=d_hid or 512, stride_num=stride_num,
         heads=resolve_alias('num_heads', num_heads, heads, default=8),
         dropout=0.1 if dropout is None else dropout)
-
-
-class PoseRefiner(nn.Module):
-    """Refine module of P-STMO / APTPose / Strided Transformer: per-joint sigmoid weights blend
-    the x, y of the lifted pose with those of the pose rebuilt from 2D and predicted depth.
-
-    forward(x, x_1): x, x_1 [B, 1, J, 3] -> [B, 1, J, 3]; out_xy = s * x_xy + (1 - s) * x_1_xy,
-    z from x, with s = post_refine(cat(x, x_1) flattened per sample) [B, 1, J, 2]."""
-
-    predicts = 'centre'
-    receptive_field = 1
-    official_strict = False
-
-    def __init__(self, num_joints=17, hidden=1024):
-        super().__init__()
-        self.post_refine = nn.Sequential(nn.Linear(6 * num_joints, hidden), nn.ReLU(),
-                                         nn.Dropout(0.5), nn.Linear(hidden, 2 * num_joints),
-                                         nn.Sigmoid())
-
-    def forward(self, x, x_1):
-        b, t, j, _ = x.shape
-        score = self.post_refine(torch.cat([x, x_1], -1).reshape(b, -1)).view(b, t, j, 2)
-        return torch.cat([score * x[..., :2] + (1 - score) * x_1[..., :2], x[..., 2:]], -1)
-
-
-def uvd_to_xyz(uvd, root_depth, intrinsics):
-    """Back-project image points with depths to root-relative camera coordinates.
-
-    uvd -- [B, T, J, 3]: normalised u, v and depth relative to the root (joint 0's own depth is
-    ignored); root_depth -- [B, T] absolute root depth; intrinsics -- [B, >=4] normalised
-    (fx, fy, cx, cy, ...), no distortion. Returns [B, T, J, 3] relative to joint 0."""
-    z = torch.cat([root_depth[..., None], uvd[..., 1:, 2] + root_depth[..., None]], -1)[..., None]
-    focal = intrinsics[:, None, None, :2]
-    centre = intrinsics[:, None, None, 2:4]
-    xyz = torch.cat([(uvd[..., :2] - centre) * z / focal, z], -1)
-    return xyz - xyz[:, :, :1]
-
-
-def refine_inputs(pose2d_centre, pred3d, gt_root_depth, intrinsics):
-    """Second input of the refine module, as the released test loop builds it.
-
-    pose2d_centre [B, 1, J, 2] centre-frame 2D input; pred3d [B, 1, J, 3] lifted pose;
-    gt_root_depth [B, 1] ground-truth root depth (the published protocol uses the ground truth);
-    intrinsics [B, >=4]. Returns x_1 [B, 1, J, 3] with joint 0 at the origin."""
-    xyz = uvd_to_xyz(torch.cat([pose2d_centre, pred3d[..., 2:3]], -1), gt_root_depth, intrinsics)
-    return torch.cat([torch.zeros_like(xyz[:, :, :1]), xyz[:, :, 1:]], 2)
-
-
-def detect_refine(state_dict):
-    if set(state_dict) != {f'post_refine.{i}.{p}' for i in (0, 3) for p in ('weight', 'bias')}:
-        return None
-    return {'num_joints': int(state_dict['post_refine.3.weight'].shape[0]) // 2,
-            'fc_unit': int(state_dict['post_refine.0.weight'].shape[0])}
-
-
-@register_model('refine', detect_official=detect_refine)
-def build_refine(num_joints=None, n_joints=None, fc_unit=None, in_channels=2, out_channels=3,
-                 out_seqlen=1):
-    """Refine module; forward(x, x_1) as in PoseRefiner (not a 2D -> 3D lifter itself)."""
-    check_io_channels(in_channels, out_channels)
-    if out_seqlen != 1:
-        raise ValueError('the refine module works on single frames (out_seqlen 1)')
-    return PoseRefiner(resolve_alias('num_joints', num_joints, n_joints, default=17), fc_unit or 1024)

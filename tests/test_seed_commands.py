@@ -59,6 +59,36 @@ def test_pstmo_two_stage_pipeline(data_root, tmp_path):
         assert (a - b).abs().max() < 0.05 * a.abs().max() + 1e-3, key
 
 
+def test_refine_stage_trains_lifter_and_refiner_together(data_root, tmp_path):
+    """`--refine --reload 1 --train 1 --previous_dir <main model>`: the loaded lifter and a fresh
+    refine module train together; `--lr_refine` sets the refiner's rate only; the saved file
+    evaluates with its own refiner, and its refiner also serves as --previous_refine_name."""
+    small = ['-f', 27, '--layers', 2, '--channel', 32, '--d_hid', 64, '-b', 64, '--lr', 1e-3]
+    main = train(data_root, tmp_path / 'main', *small, '--train', 1, epochs=1, steps=5)
+    refined = train(data_root, tmp_path / 'refined', *small, '--train', 1, '--refine', '--lr_refine', 1e-2,
+                    '--reload', 1, '--previous_dir', tmp_path / 'main' / 'latest.pt', epochs=2, steps=15)
+    assert refined['model_name'] == 'refined' and refined['model_config']['lifter'] == 'stmo'
+    losses = [h['train_loss'] for h in refined['history']]
+    assert losses[-1] < losses[0], losses
+    lrs = sorted(group['lr'] for group in refined['optimizer']['param_groups'])
+    assert lrs == pytest.approx([1e-3 * 0.95, 1e-2 * 0.95])
+    # the lifter started from the main-stage file (a few small steps away from it)
+    key = 'encoder.fc_1.weight'
+    start, end = main['model'][key], refined['model']['lifter.' + key]
+    assert (start - end).abs().max() < 0.2 * start.abs().max()
+
+    def evaluate(*flags):
+        code, out, err = run_inprocess(['-d', 'synthetic', '--root_path', data_root, '-a', 'Walking', '--nolog',
+                                        '-c', tmp_path / 'refined', *flags])
+        assert code == 0, err
+        return float(out.split('(MPJPE) action-wise average:')[1].split()[0])
+    own = evaluate('--evaluate', 'latest.pt')
+    plain_lifter = evaluate('--reload', 1, '--previous_dir', tmp_path / 'main' / 'latest.pt')
+    with_file = evaluate('--reload', 1, '--previous_dir', tmp_path / 'main' / 'latest.pt', '--refine',
+                         '--refine_reload', 1, '--previous_refine_name', tmp_path / 'refined' / 'latest.pt')
+    assert own != plain_lifter != with_file
+
+
 def test_3d_only_pretraining_through_virtual_cameras(data_root, tmp_path):
     """Uplift-and-Upsample's AMASS stage: 2D made from the 3D file by random virtual cameras."""
     from models import build_model

@@ -74,6 +74,20 @@ def test_pstmo_detection_and_sequence_prediction(pstmo_fx):
     assert out.shape == (1, 20, 17, 3) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize('name', ['stmo', 'aptpose', 'strided'])
+def test_sequence_prediction_shares_frame_features_exactly(name):
+    """Every frame is embedded once and its windows gather the features: the result equals
+    running each (edge-padded, tds-spaced) window through forward, in small batches too."""
+    torch.manual_seed(0)
+    model = build_model(name, num_frame=27, layers=2, channel=32, d_hid=64).eval()
+    x = torch.randn(2, 40, 17, 2) * 0.3
+    with torch.no_grad():
+        out = predict_sequence(model, x, tds=2, max_batch=7)
+        index = (torch.arange(40)[:, None] + torch.arange(-13, 14) * 2).clamp(0, 39)
+        reference = torch.stack([model(x[b, index])[:, 0] for b in range(2)])
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
+
+
 def test_pstmo_training_loss_is_released_objective(pstmo_fx):
     model = loaded('stmo', pstmo_fx)
     target = torch.randn(2, 81, 17, 3)

@@ -10,7 +10,7 @@ from common.errors import UserError
 from common.inference import mirror_pose, predict_sequence
 from conftest import load_fixture
 from models import build_model
-from models.strided import refine_inputs, uvd_to_xyz
+from models.refine import refine_inputs, uvd_to_xyz
 
 
 

@@ -73,8 +73,11 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x):
         n, length, dim = x.shape
-        q, k, v = (proj(x).view(n, length, self.heads, dim // self.heads).transpose(1, 2)
-                   for proj in self.linears[:3])
+        # q, k and v from one matrix product over the stacked projection weights
+        weight = torch.cat([proj.weight for proj in self.linears[:3]])
+        bias = torch.cat([proj.bias for proj in self.linears[:3]])
+        qkv = F.linear(x, weight, bias).view(n, length, 3, self.heads, dim // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.linears[3](out.transpose(1, 2).reshape(n, length, dim))
 

@@ -76,7 +76,8 @@ class DatasetSpec:
 class DataConfig:
     """dataset -- reader name; root_path -- data directory; keypoints -- 2D source (-k);
     subjects_train / subjects_test -- subject lists; actions -- prefix filters or None;
-    downsample -- keep every k-th frame; subset -- fraction of each training stream kept (a contiguous clip)."""
+    downsample -- keep every k-th frame; subset -- fraction of each training stream kept (a contiguous clip);
+    test_only -- evaluation: the training streams are neither read nor checked (empty list)."""
     dataset: str = 'h36m'
     root_path: str = 'data'
     keypoints: str = 'cpn_ft_h36m_dbb'
@@ -87,6 +88,7 @@ class DataConfig:
     subset: float = 1.0
     seed: int = 0
     virtual_cameras: int = 0  # > 0: 3D-only data, 2D made through this many random cameras per sequence
+    test_only: bool = False
 
 
 READERS: Dict[str, Callable[[DataConfig], tuple]] = {}
@@ -259,7 +261,7 @@ def load_3d_only(config: DataConfig, path3d):
                                               image_size=(1000, 1000)))
         return sequences
 
-    return fetch(subjects_train), fetch(subjects_test), H36M_SPEC
+    return ([] if config.test_only else fetch(subjects_train)), fetch(subjects_test), H36M_SPEC
 
 
 @register_dataset('h36m')
@@ -279,6 +281,8 @@ def load_h36m(config: DataConfig):
 
     subjects_train = list(config.subjects_train if config.subjects_train is not None else H36M_TRAIN)
     subjects_test = list(config.subjects_test if config.subjects_test is not None else H36M_TEST)
+    if config.test_only:
+        subjects_train = []
     # 3D file: world -> camera per stream, root keeps the trajectory; 2D trimmed to mocap length.
     for subject in subjects_train + subjects_test:
         if subject not in poses3d:

@@ -132,9 +132,10 @@ def _labels_for(labels, name, n_frames, valid):
 def load_3dhp(config: DataConfig):
     """P-STMO's normalised MPI-INF-3DHP files: training streams keyed (subject, sequence,
     camera), one test stream per sequence TS1..TS6 with its valid flags."""
-    train_path = find_data_file(config.root_path, 'data_train_3dhp.npz', PSTMO_ORIGIN)
+    train_path = None if config.test_only else find_data_file(config.root_path, 'data_train_3dhp.npz', PSTMO_ORIGIN)
     test_path = find_data_file(config.root_path, 'data_test_3dhp.npz', PSTMO_ORIGIN)
-    train_data = _dict(load_npz_entries(train_path, ['data'])['data'], train_path, "'data'")
+    train_data = {} if config.test_only else _dict(load_npz_entries(train_path, ['data'])['data'], train_path,
+                                                    "'data'")
     test_data = _dict(load_npz_entries(test_path, ['data'])['data'], test_path, "'data'")
     rng = np.random.default_rng(config.seed)
 
@@ -163,7 +164,7 @@ def load_3dhp(config: DataConfig):
                 train.append(Sequence(pose2d=pose2d, pose3d=pose3d, subject=subject, action=seq_name,
                                       camera=int(camera) if str(camera).isdigit() else 0, group=subject,
                                       image_size=image_size(subject)))
-    if config.actions and not train:
+    if config.actions and not train and not config.test_only:
         raise UserError(f"no training sequence matches the filter {list(config.actions)} (names: Seq1, Seq2)")
 
     activity_path = os.path.join(os.path.dirname(test_path), ACTIVITY_FILE)
@@ -227,7 +228,7 @@ def load_mpii3d(config: DataConfig):
                                           image_size=image_size(subject)))
         return sequences
 
-    train = fetch(config.subjects_train or ['TS0'], True)
+    train = [] if config.test_only else fetch(config.subjects_train or ['TS0'], True)
     test = fetch(config.subjects_test or [s for s in TEST_SEQUENCES if s in poses2d], False)
     print('INFO: per-activity tables are omitted for -d mpii3d (its files carry no activity labels)')
     return train, test, spec

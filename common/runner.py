@@ -35,13 +35,13 @@ class ScriptPreset:
     dataset_aliases: tuple = ()
 
 
-def data_config(args, preset: ScriptPreset) -> DataConfig:
+def data_config(args, preset: ScriptPreset, test_only=False) -> DataConfig:
     actions = None if args.actions in (None, '*') else [a for a in args.actions.split(',') if a]
     dataset = dict(preset.dataset_aliases).get(args.dataset, args.dataset)
     return DataConfig(dataset=dataset, root_path=args.root_path, keypoints=args.keypoints,
                       subjects_train=args.subjects_train, subjects_test=args.subjects_test,
                       actions=actions, downsample=args.downsample, subset=args.subset, seed=args.seed,
-                      virtual_cameras=args.virtual_cameras)
+                      virtual_cameras=args.virtual_cameras, test_only=test_only)
 
 
 def build_lifter(args, spec, checkpoint=None):
@@ -127,9 +127,10 @@ def default_log_dir(args, name):
     return args.log or os.path.join('log', f"{args.dataset}_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def load_data(args, preset: ScriptPreset):
-    """(train sequences, test sequences, DatasetSpec, DataConfig) for the parsed flags."""
-    data = data_config(args, preset)
+def load_data(args, preset: ScriptPreset, test_only=False):
+    """(train sequences, test sequences, DatasetSpec, DataConfig) for the parsed flags;
+    ``test_only``: evaluation, no training streams are read."""
+    data = data_config(args, preset, test_only)
     train_seqs, test_seqs, spec = load_dataset(data)
     return train_seqs, test_seqs, spec, data
 
@@ -203,7 +204,7 @@ def run(args, preset: ScriptPreset, info: DistInfo):
     device = select_device(args.gpu, info)
     configure_determinism(args.deterministic)
     seed_everything(args.seed)  # the initial weights follow --seed (the same on every rank)
-    train_seqs, test_seqs, spec, data = load_data(args, preset)
+    train_seqs, test_seqs, spec, data = load_data(args, preset, test_only=checkpoint_to_evaluate(args) is not None)
     model, name, model_config, checkpoint, evaluate_path, tds = prepare_model(args, spec)
     run_config = {'script': preset.script, 'model': name, 'model_config': model_config, 'tds': tds,
                   'data': asdict(data), 'argv': sys.argv[1:]}

@@ -42,7 +42,8 @@ def write_h36m(directory, extra_frames=0, extra_subject=True, layout_name=True):
 
 
 def config(root, **kw):
-    return DataConfig(root_path=str(root), keypoints='gt', subjects_train=['S1'], subjects_test=['S9'], **kw)
+    return DataConfig(**{'root_path': str(root), 'keypoints': 'gt', 'subjects_train': ['S1'], 'subjects_test': ['S9'],
+                         **kw})
 
 
 def test_quaternion_rotation_matches_scipy():
@@ -85,6 +86,13 @@ def test_filters_downsample_and_subset(tmp_path):
     assert {s.action for s in train + test} == {'Walking 1'}
     assert all(len(s) == 15 for s in test)  # downsampled, not subset
     assert all(len(s) == 8 for s in train)  # 15 of 30 frames, every 2nd
+
+
+def test_test_only_skips_the_training_subjects(tmp_path):
+    write_h36m(tmp_path)
+    train, test, _ = load_dataset(config(tmp_path))
+    only_train, only_test, _ = load_dataset(config(tmp_path, test_only=True, subjects_train=['S_absent']))
+    assert train and only_train == [] and [s.action for s in only_test] == [s.action for s in test]
 
 
 def test_dataset_folder_fallback(tmp_path, monkeypatch, capsys):

@@ -122,6 +122,15 @@ def test_activity_side_file(tmp_path):
     assert test[1].labels[test[1].valid].tolist() == [3] * 7
 
 
+@pytest.mark.parametrize('dataset', ['3dhp', 'mpii3d'])
+def test_test_only_reads_no_training_streams(tmp_path, dataset):
+    (write_pstmo if dataset == '3dhp' else write_retnet)(tmp_path, np.random.default_rng(4))
+    train, test, _ = load(tmp_path, dataset)
+    only_train, only_test, _ = load(tmp_path, dataset, test_only=True)
+    assert train and only_train == [] and len(only_test) == len(test)
+    assert all(np.array_equal(a.pose2d, b.pose2d) for a, b in zip(test, only_test))
+
+
 def test_retnet_reader(tmp_path, capsys):
     poses3d, poses2d = write_retnet(tmp_path, np.random.default_rng(3))
     train, test, spec = load(tmp_path, 'mpii3d', subjects_test=['TS2', 'TS6'])
@@ -324,6 +333,7 @@ def test_run_3dhp_train_and_evaluate_on_written_files(tmp_path, capsys):
     common = ['--root_path', str(tmp_path), '-c', str(tmp_path / 'ck'), '-arc', '3,3', '-ch', '16', '--nolog']
     assert main([*common, '-e', '1', '-b', '16'], PRESET) == 0
     assert 'TestSeq5' in capsys.readouterr().out and (tmp_path / 'ck' / 'inference_data.mat').exists()
+    os.remove(tmp_path / 'data_train_3dhp.npz')  # evaluation reads the test file only
     assert main([*common, '--evaluate', 'best.pt', '--results-json', str(tmp_path / 'r.json')], PRESET) == 0
     assert 'All (frame-weighted' in capsys.readouterr().out and (tmp_path / 'r.json').exists()
     assert main(['--root_path', str(tmp_path / 'none'), '-arc', '3', '--nolog'], PRESET) == 2

@@ -93,3 +93,16 @@ def pointwise(conv, x):
 def channels_last_norm(norm, x):
     """BatchNorm1d over channels-last x [..., C]; the statistics equal those over [B, C, T]."""
     return norm(x.reshape(-1, x.shape[-1])).view_as(x)
+
+
+CPU_INFERENCE_TOKENS = 243 * 17  # frames x joints per forward pass when inferring on CPU
+
+
+def in_cache_sized_passes(run, x):
+    """``run(x)`` for x [B, T, J, C]; CPU inference goes in passes of at most CPU_INFERENCE_TOKENS
+    frames x joints, since larger passes run the layout copies and norms of the joint/frame
+    transformers out of cache (several times slower per frame). One pass otherwise."""
+    per_pass = max(1, CPU_INFERENCE_TOKENS // (x.shape[1] * x.shape[2]))
+    if x.device.type != 'cpu' or torch.is_grad_enabled() or x.shape[0] <= per_pass:
+        return run(x)
+    return torch.cat([run(part) for part in x.split(per_pass)])

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from models import register_model
-from models.blocks import Block
+from models.blocks import Block, in_cache_sized_passes
 
 # Per-joint weights of the release's training loss, in each dataset's joint order.
 LOSS_JOINT_WEIGHTS = {
@@ -80,6 +80,9 @@ class MixSTE2(nn.Module):
 
     def forward(self, x):
         """x [B, T, J, 2] with T <= num_frame -> [B, T, J, 3]."""
+        return in_cache_sized_passes(self._forward, x)
+
+    def _forward(self, x):
         batch, frames, joints, _ = x.shape
         if frames > self.receptive_field:
             raise ValueError(f'MixSTE2 takes at most {self.receptive_field} frames, got {frames}')

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import register_model
-from models.blocks import Block, Mlp
+from models.blocks import Block, Mlp, in_cache_sized_passes
 from models.mixste import check_norm_layer, loss_joint_weights, pick_width, poseretnet_loss
 
 # Per-joint decay dividers d_j (larger -> slower decay -> longer memory), in each dataset's joint order.
@@ -294,7 +294,7 @@ class RetMixSTE(nn.Module):
         """Parallel form. x [B, T, J, 2] -> [B, T, J, 3]."""
         if self.training and self.train_mode == 'chunkwise':
             return self._segmented(x, self.chunk_size)
-        return self._run(x)[0]
+        return in_cache_sized_passes(lambda part: self._run(part)[0], x)
 
     def training_loss(self, x, target):
         """The release's objective (see models.mixste.poseretnet_loss); target [B, T, J, 3]."""

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import register_model
-from models.blocks import DropPath, Mlp
+from models.blocks import DropPath, Mlp, in_cache_sized_passes
 from models.mixste import loss_joint_weights, pick_width, poseretnet_loss
 
 # Body part of every H3.6M joint (torso, right leg, left leg, left arm, right arm).
@@ -120,6 +120,9 @@ class STCModel(nn.Module):
 
     def forward(self, x):
         """x [B, T, J, 2] -> [B, T, J, 3]."""
+        return in_cache_sized_passes(self._forward, x)
+
+    def _forward(self, x):
         h = F.gelu(self.pose_emb(x))
         for block in self.stcformer.stc_block:
             h = block(h)

@@ -302,3 +302,16 @@ def test_command_line_switches_keep_the_release_meaning(flags, causal, joint_rel
                                                           *flags])
     model, name, config = build_lifter(args, SimpleNamespace(num_joints=17, name='h36m'))
     assert name == 'retnet' and config['causal'] is causal and config['joint_related'] is joint_related
+
+
+@pytest.mark.parametrize('name', ['retnet', 'mixste', 'stc'])
+def test_cpu_inference_in_cache_sized_passes_equals_one_pass(name):
+    """27 x 17 tokens per sample: a batch of 20 goes in passes of 9, 9 and 2 samples."""
+    torch.manual_seed(0)
+    model = build_model(name, num_frame=27, embed_dim=32, depth=2, chunk_size=9).eval() if name == 'retnet' \
+        else build_model(name, num_frame=27, embed_dim=32, depth=2).eval()
+    x = torch.randn(20, 27, 17, 2)
+    with torch.enable_grad():
+        one_pass = model(x).detach()  # gradients on: a single pass
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), one_pass, atol=1e-5, rtol=1e-5)

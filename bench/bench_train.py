@@ -37,7 +37,8 @@ from common.evaluation import EvalConfig, evaluate  # noqa: E402
 from common.inference import predict_sequence  # noqa: E402
 from models import build_model, get_entry, model_names  # noqa: E402
 
-NOT_2D_ONLY = {'context_pose', 'refine'}  # need image features / a 3D estimate as well
+# need image features / a 3D estimate / the camera as well ('refined' = a listed lifter + refine)
+NOT_2D_ONLY = {'context_pose', 'refine', 'refined'}
 
 # Dense peak TFLOP/s (no sparsity) by GPU name fragment: (bf16 tensor cores, fp32 without TF32).
 PEAK_TFLOPS = [

@@ -20,7 +20,7 @@ from common import visualization as viz
 from common.arguments import build_parser, check_conflicts
 from common.datasets import H36M_SPEC, read_custom_keypoints, read_predictions
 from common.dist import DistInfo, select_device
-from common.errors import UserError
+from common.errors import UserError, exit_status
 from common.inference import predict_sequence
 from common.runner import ScriptPreset, load_data, load_model_for_inference
 
@@ -81,15 +81,7 @@ def run(args):
 
 def main(argv):
     args = build_parser(PRESET.script, PRESET.description, PRESET.dataset, viz=True).parse_args(argv)
-    try:
-        run(args)
-    except UserError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print('error: interrupted', file=sys.stderr)
-        return 130
-    return 0
+    return exit_status(lambda: run(args))
 
 
 if __name__ == '__main__':

@@ -7,7 +7,6 @@ and DataParallel, bf16 autocast, gradient accumulation, a weight EMA, logs and a
 JSON. A non-finite loss stops training before anything is saved.
 """
 import contextlib
-import copy
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from common.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, g
 from common.errors import UserError
 from common.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.generators import EpochSampler, WindowDataset, collate_batch
+from common.optim import WeightEMA, build_optimizer, epoch_lr
 
 FINITE_CHECK_STEPS = 50  # how often (steps) the loss is checked for NaN/inf: one host sync each time
 
@@ -88,55 +88,6 @@ class TrainingObjective(nn.Module):
             centre = target3d.shape[1] // 2 + getattr(self.model, 'causal_shift', 0)
             target3d = target3d[:, centre:centre + 1]
         return torch.linalg.vector_norm(output - target3d, dim=-1).mean()
-
-
-class WeightEMA:
-    """Exponential moving average of a model's weights, kept as its own model:
-    ema <- decay * ema + (1 - decay) * live after every optimiser step; buffers (BatchNorm
-    statistics, counters) are copied as they are."""
-
-    def __init__(self, model, decay):
-        if not 0.0 <= decay < 1.0:
-            raise UserError(f'--ema decay must be in [0, 1), got {decay}')
-        self.decay = decay
-        self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model):
-        live = unwrap(model).state_dict()
-        for name, value in self.model.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.lerp_(live[name].to(value.dtype), 1 - self.decay)
-            else:
-                value.copy_(live[name])
-
-
-def parameter_groups(model, cfg: TrainConfig):
-    """Trainable parameters grouped by ``cfg.group_lrs`` prefixes (the rest in the first group);
-    each group's ``lr_scale`` is its initial lr over ``cfg.lr``."""
-    groups = {prefix: [] for prefix in [''] + list(cfg.group_lrs)}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            groups[next((p for p in cfg.group_lrs if name.startswith(p)), '')].append(param)
-    return [{'params': params, 'lr_scale': cfg.group_lrs.get(prefix, cfg.lr) / cfg.lr}
-            for prefix, params in groups.items() if params]
-
-
-def build_optimizer(model, cfg: TrainConfig):
-    name = cfg.optimizer or getattr(model, 'default_optimizer', 'adamw')
-    params = parameter_groups(model, cfg)
-    if name == 'adamw':
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if name in ('adam', 'adam_amsgrad'):
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=name == 'adam_amsgrad')
-    raise UserError(f"unknown optimizer '{name}' (adamw, adam, adam_amsgrad)")
-
-
-def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate of an epoch: linear warm-up, then decay by lr_decay per epoch."""
-    if epoch < cfg.warmup_epochs:
-        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
-    return cfg.lr * cfg.lr_decay ** (epoch - cfg.warmup_epochs)
 
 
 class Logger:

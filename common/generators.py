@@ -55,9 +55,9 @@ class WindowDataset(torch.utils.data.Dataset):
         self.seq_length = lengths
         self.pose2d = torch.from_numpy(np.concatenate([s.pose2d for s in sequences]).astype(np.float32))
         target = np.concatenate([s.pose3d for s in sequences]).astype(np.float32)
-        self.root_depth = torch.zeros(len(target))
+        self.root_depth = (torch.zeros(len(target)) if root_joint is None
+                           else torch.from_numpy(target[:, root_joint, 2].copy()))
         if root_joint is not None:
-            self.root_depth = torch.from_numpy(target[:, root_joint, 2].copy())
             target[:, root_joint] = 0
         self.target3d = torch.from_numpy(target)
         self.intrinsics = torch.from_numpy(np.stack([

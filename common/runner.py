@@ -20,7 +20,7 @@ from common.arguments import (RELEASE_SWITCH_DEFAULTS, accepted_kwargs, build_pa
 from common.checkpoint import load_checkpoint, model_spec_from_checkpoint, read_checkpoint, split_checkpoint
 from common.datasets import DataConfig, load_dataset
 from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
-from common.errors import UserError
+from common.errors import UserError, exit_status
 from common.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.generators import WindowConfig, WindowDataset
 
@@ -90,27 +90,25 @@ def load_refine(args, spec, device, model=None):
         raise UserError('--refine at evaluation needs --refine_reload 1 and --previous_refine_name FILE')
     from models import build_model
     checkpoint = read_checkpoint(path, args.trust_checkpoint)
-    if isinstance(checkpoint, dict) and checkpoint.get('model_name') == 'refined':  # ours, lifter + refiner
-        pair = build_model('refined', **model_spec_from_checkpoint(checkpoint)[1])
-        load_checkpoint(pair, checkpoint)
-        return pair.refiner.to(device).eval()
+    state_dict, ours, meta = split_checkpoint(checkpoint)
+    if ours and meta.get('model_name') == 'refined':  # a lifter + refiner file: its refiner's weights
+        checkpoint = {k[len('refiner.'):]: v for k, v in state_dict.items() if k.startswith('refiner.')}
     refine = build_model('refine', num_joints=spec.num_joints)
     load_checkpoint(refine, checkpoint)
     return refine.to(device).eval()
 
 
-def attach_refiner(args, lifter, name, config, spec, train_seqs):
+def attach_refiner(args, lifter, spec, train_seqs):
     """--refine while training: (model, name, config) of the lifter as loaded and a refine
     module (fresh, or from --refine_reload 1 --previous_refine_name) trained together."""
-    from models import build_model
+    from models.refine import with_refiner
     if any(seq.intrinsics is None or seq.pose3d is None for seq in train_seqs):
         raise UserError('--refine needs camera intrinsics and 3D ground truth for every training stream '
                         '(Human3.6M files have them)')
     try:
-        model = build_model('refined', lifter=name, lifter_config=config)
+        model = with_refiner(lifter)
     except ValueError as err:
         raise UserError(f'--refine: {err}') from None
-    model.lifter.load_state_dict(lifter.state_dict())
     if args.refine_reload:
         model.refiner.load_state_dict(load_refine(args, spec, 'cpu').state_dict())
     return model, 'refined', model.model_config
@@ -229,7 +227,7 @@ def run(args, preset: ScriptPreset, info: DistInfo):
             print(f'INFO: copied {len(copied)} tensors from stage I checkpoint {args.previous_dir}')
 
     if args.refine:
-        model, name, model_config = attach_refiner(args, model, name, model_config, spec, train_seqs)
+        model, name, model_config = attach_refiner(args, model, spec, train_seqs)
         run_config.update(model=name, model_config=model_config)
     from common.engine import TrainConfig, fit
     train_cfg = TrainConfig(
@@ -257,26 +255,25 @@ def main(argv, preset: ScriptPreset):
     parser = build_parser(preset.script, preset.description, preset.dataset)
     args = parser.parse_args(argv)
     info = DistInfo()
-    try:
+
+    def start():
+        nonlocal info
         info = init_distributed(args.ddp_timeout)
         # only rank 0 talks to the user; errors (stderr) still come from any rank
         with contextlib.ExitStack() as stack:
             if not info.is_main:
                 stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, 'w'))))
             run(args, preset, info)
-    except UserError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print('error: interrupted', file=sys.stderr)
-        return 130
-    except Exception as err:  # a collective failed: another rank died or hung
+
+    def collective_failed(err):  # another rank died or hung
         if not is_distributed_failure(err):
-            raise
+            return None
         detail = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
         print(f'error: rank {info.rank}: distributed training failed, another process died or timed out '
               f'(--ddp-timeout {args.ddp_timeout:g} s): {detail}', file=sys.stderr)
         return 1
+
+    try:
+        return exit_status(start, collective_failed)
     finally:
         cleanup(info)
-    return 0

@@ -37,6 +37,18 @@ class ClipBuilder:
     def side(self):
         return 'l' if self.rng.random() < 0.5 else 'r'
 
+    def sides(self):
+        """(a random side, the other one)"""
+        arm = self.side()
+        return arm, 'r' if arm == 'l' else 'l'
+
+    def seated_or_wandering(self, p_seated, moves, radius):
+        """Seated with probability ``p_seated``, else a stroll of randint(*moves) moves."""
+        if self.rng.random() < p_seated:
+            self.seated()
+        else:
+            self.wander(self.rng.integers(*moves), radius=radius)
+
     def smooth_noise(self, size, f_low, f_high, terms=3):
         """[T, size] sums of sinusoids with random frequencies (Hz) and phases, unit RMS."""
         freq = self.rng.uniform(f_low, f_high, (terms, size))
@@ -197,12 +209,8 @@ def _greeting(m):
 
 
 def _phoning(m):
-    if m.rng.random() < 0.35:
-        m.seated()
-    else:
-        m.wander(m.rng.integers(1, 3), radius=1.2)
-    arm = m.side()
-    other = 'r' if arm == 'l' else 'l'
+    m.seated_or_wandering(0.35, (1, 3), radius=1.2)
+    arm, other = m.sides()
     holding = np.ones(m.n)
     if m.t[-1] > 4:
         holding -= m.plateau(m.u(1, m.t[-1] - 2.5), m.u(0.8, 1.5), rise=0.5)
@@ -282,12 +290,8 @@ def _sitting_down(m):
 
 
 def _smoking(m):
-    if m.rng.random() < 0.3:
-        m.seated()
-    else:
-        m.wander(m.rng.integers(0, 2), radius=1.0)
-    arm = m.side()
-    other = 'r' if arm == 'l' else 'l'
+    m.seated_or_wandering(0.3, (0, 2), radius=1.0)
+    arm, other = m.sides()
     m.add(pose(**{arm + '_elbow': m.u(40, 70), arm + '_shoulder_twist': -m.u(10, 20),
                   other + '_elbow': m.u(70, 100), other + '_shoulder_twist': -m.u(40, 60),
                   other + '_shoulder_flex': m.u(5, 15)}))

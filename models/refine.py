@@ -13,6 +13,7 @@ import torch.nn as nn
 from models import build_model, register_model
 from models.strided import check_io_channels, mpjpe_loss, resolve_alias, root_zeroed
 
+
 class PoseRefiner(nn.Module):
     """Refine module of P-STMO / APTPose / Strided Transformer: per-joint sigmoid weights blend
     the x, y of the lifted pose with those of the pose rebuilt from 2D and predicted depth.
@@ -109,9 +110,18 @@ class RefinedLifter(nn.Module):
         return mpjpe_loss(self.refiner(pred, x_1), root_zeroed(target[:, pad:pad + 1]))
 
 
+def with_refiner(lifter, fc_unit=None):
+    """A built centre-frame lifter (kept as it is, weights included) plus a fresh refine module
+    sized for its output joints, recorded as the registry's ``refined`` so that a checkpoint
+    rebuilds the pair."""
+    pair = RefinedLifter(lifter, PoseRefiner(getattr(lifter, 'out_joints', 17), fc_unit or 1024))
+    pair.model_name = 'refined'
+    pair.model_config = {'lifter': lifter.model_name, 'lifter_config': dict(lifter.model_config)}
+    return pair
+
+
 @register_model('refined')
 def build_refined(lifter='stmo', lifter_config=None, fc_unit=None):
     """A registered centre-frame lifter (by name, with its constructor kwargs) plus a refine
     module sized for its output joints."""
-    net = build_model(lifter, **(lifter_config or {}))
-    return RefinedLifter(net, PoseRefiner(getattr(net, 'out_joints', 17), fc_unit or 1024))
+    return with_refiner(build_model(lifter, **(lifter_config or {})), fc_unit)

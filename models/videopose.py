@@ -120,10 +120,13 @@ class VideoPose3D(nn.Module):
         for norm in [self.expand_bn, *self.layers_bn]:
             norm.momentum = momentum
 
-    def _to_channels(self, x):
-        """[B, T, J, C] -> [B, J * C, T] (joint-major channels, as the official model)."""
+    def _check_input(self, x):
         assert x.dim() == 4 and x.shape[-2] == self.num_joints_in and x.shape[-1] == self.in_features, \
             f'expected [B, T, {self.num_joints_in}, {self.in_features}], got {tuple(x.shape)}'
+
+    def _to_channels(self, x):
+        """[B, T, J, C] -> [B, J * C, T] (joint-major channels, as the official model)."""
+        self._check_input(x)
         return x.flatten(2).transpose(1, 2)
 
     def _to_poses(self, y):
@@ -171,7 +174,7 @@ class VideoPose3D(nn.Module):
         if x.shape[1] < self.receptive_field:
             raise ValueError(f'{x.shape[1]} input frames, the receptive field is {self.receptive_field}')
         if x.shape[1] == self.receptive_field and not self.dense:
-            self._to_channels(x)  # shape check
+            self._check_input(x)
             return self._strided(x.flatten(2)).unflatten(-1, (self.num_joints_out, 3))
         return self._to_poses(self._dilated(self._to_channels(x)))
 

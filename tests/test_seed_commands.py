@@ -87,6 +87,9 @@ def test_refine_stage_trains_lifter_and_refiner_together(data_root, tmp_path):
     with_file = evaluate('--reload', 1, '--previous_dir', tmp_path / 'main' / 'latest.pt', '--refine',
                          '--refine_reload', 1, '--previous_refine_name', tmp_path / 'refined' / 'latest.pt')
     assert own != plain_lifter != with_file
+    # the refiner read back from the pair's file is the pair's own
+    assert evaluate('--evaluate', 'latest.pt', '--refine', '--refine_reload', 1, '--previous_refine_name',
+                    tmp_path / 'refined' / 'latest.pt') == own
 
 
 def test_3d_only_pretraining_through_virtual_cameras(data_root, tmp_path):

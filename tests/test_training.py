@@ -15,7 +15,8 @@ import torch.nn as nn
 import common.engine as engine
 from common.checkpoint import read_checkpoint
 from common.dist import DistInfo, configure_determinism
-from common.engine import TrainConfig, TrainingObjective, WeightEMA, make_loader, train_one_epoch
+from common.engine import TrainConfig, TrainingObjective, make_loader, train_one_epoch
+from common.optim import WeightEMA
 from common.generators import WindowConfig, WindowDataset
 from helpers_data import (ROOT, assert_same_weights, model_tensors, run_inprocess, run_script,  # noqa: F401
                           single_thread, subprocess_env, tiny_args, write_tiny_h36m)

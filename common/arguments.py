@@ -136,13 +136,17 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     g.add_argument('--reload', type=int, nargs='?', const=1, default=0,
                    help='P-STMO spelling: 1 = load --previous_dir (evaluate it, or with --train 1 fine-tune it)')
     g.add_argument('--previous_dir', default=None, metavar='PATH', help='P-STMO / Strided checkpoint file or folder')
-    g.add_argument('-r', '--resume', default=None, metavar='FILE', help='continue training from this checkpoint')
+    g.add_argument('-r', '--resume', default=None, metavar='FILE',
+                   help='continue training from this checkpoint (a path, or a name inside -c DIR)')
     g.add_argument('--checkpoint-frequency', type=int, default=0, metavar='N', help='also keep epoch_N.pt every N epochs')
     g.add_argument('--checkpoint-steps', type=int, default=0, metavar='N', help='also update latest.pt every N steps')
     g.add_argument('--trust-checkpoint', action='store_true',
                    help='allow checkpoints that need full unpickling (can run code: trusted files only)')
     g.add_argument('-no-tta', '--no-test-time-augmentation', dest='test_time_augmentation', action='store_false',
                    help='disable test-time flip averaging')
+    g.add_argument('--output-unit', choices=['m', 'mm'], default=None,
+                   help="unit of the model's 3D outputs (default: our checkpoint's record; P-STMO / APTPose "
+                        "on MPI-INF-3DHP files (-d 3dhp): mm, as those releases train and publish; else m)")
     g.add_argument('--eval-zero-root', choices=['auto', 'yes', 'no'], default='auto',
                    help="zero the predicted root before scoring (auto: the model's paper convention)")
     g.add_argument('-l', '--log', default=None, metavar='DIR', help='log directory (default log/<dataset>_<model>)')
@@ -234,13 +238,23 @@ def main_model_file(previous_dir) -> str:
     return os.path.join(previous_dir, names[0])
 
 
+def in_checkpoint_dir(path, directory) -> str:
+    """``path`` as given when it exists, else inside the checkpoint directory ``directory``
+    (VideoPose3D and PoseRetNet name --evaluate / --resume files relative to -c DIR)."""
+    inside = os.path.join(directory, path)
+    return inside if not os.path.exists(path) and os.path.exists(inside) else path
+
+
+def checkpoint_to_resume(args) -> Optional[str]:
+    """The training checkpoint --resume FILE continues from (as given, or inside -c DIR)."""
+    return in_checkpoint_dir(args.resume, args.checkpoint) if args.resume else None
+
+
 def checkpoint_to_evaluate(args) -> Optional[str]:
     """The file an evaluation reads: -c DIR --evaluate FILE, or --reload 1 --previous_dir FILE
     without --train 1 (P-STMO)."""
     if args.evaluate:
-        path = args.evaluate
-        inside = os.path.join(args.checkpoint, path)
-        return inside if os.path.exists(inside) or not os.path.exists(path) else path
+        return in_checkpoint_dir(args.evaluate, args.checkpoint)
     if args.reload and args.previous_dir and args.train != 1:
         return main_model_file(args.previous_dir)
     return None

@@ -8,8 +8,8 @@ import io
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence as Seq, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Mapping, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
@@ -53,6 +53,8 @@ class DatasetSpec:
     kps_left / kps_right -- 2D joints swapped by flipping (3D uses skeleton.joints_left/right)
     evaluator -- name of the evaluation protocol in common.evaluation ('actionwise', 'mpi_inf_3dhp')
     fps -- frame rate of the streams
+    release_units -- model name -> output unit of the checkpoints its release published for
+    these files (and of our training as that release trains); other models: metres
     """
     name: str
     skeleton: Skeleton
@@ -62,6 +64,7 @@ class DatasetSpec:
     evaluator: str = 'actionwise'
     fps: int = 50
     joint_index_3dhp: Optional[Tuple[int, ...]] = None  # joint order map for 3DHP-protocol groups
+    release_units: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def num_joints(self):

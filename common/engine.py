@@ -26,6 +26,7 @@ from common.errors import UserError
 from common.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.generators import EpochSampler, WindowDataset, collate_batch
 from common.optim import WeightEMA, build_optimizer, epoch_lr
+from common.units import unit_scale
 
 FINITE_CHECK_STEPS = 50  # how often (steps) the loss is checked for NaN/inf: one host sync each time
 
@@ -77,8 +78,12 @@ class TrainingObjective(nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.scale = unit_scale(model)  # targets in the model's output unit (metres or mm)
 
     def forward(self, input2d, target3d, intrinsics=None, root_depth=None):
+        if self.scale != 1.0:
+            target3d = target3d * self.scale
+            root_depth = None if root_depth is None else root_depth * self.scale
         if getattr(self.model, 'uses_camera', False):
             return self.model.training_loss(input2d, target3d, intrinsics, root_depth)
         if hasattr(self.model, 'training_loss'):

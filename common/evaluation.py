@@ -12,6 +12,7 @@ import torch
 from common.dist import DistInfo, gather_objects
 from common.inference import predict_sequence
 from common.metrics import METRIC_NAMES, ActionwiseMeter, zero_root
+from common.units import unit_scale
 
 
 @dataclass
@@ -75,7 +76,8 @@ def predict_all(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo 
         for row, index in enumerate(group):
             pred = preds[row:row + 1]
             if refiner is not None:
-                pred = refine_sequence(refiner, sequences[index], pose2d[row:row + 1], pred, spec.root_joint)
+                pred = refine_sequence(refiner, sequences[index], pose2d[row:row + 1], pred, spec.root_joint,
+                                       unit_scale(model))
             mine.append((index, pred[0].float().cpu().numpy()))
     gathered = [item for part in gather_objects(mine, info) for item in part]
     predictions = [None] * len(sequences)
@@ -84,18 +86,19 @@ def predict_all(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo 
     return predictions
 
 
-def refine_sequence(refine, seq, pose2d, pred, root_joint):
-    """Apply the refine module frame by frame: pose2d [1, T, J, 2], pred [1, T, J, 3] -> refined
-    [1, T, J, 3]. As the published protocol, x_1 is rebuilt from the 2D input, the predicted
-    depths, the ground-truth root depth and the intrinsics."""
+def refine_sequence(refine, seq, pose2d, pred, root_joint, scale=1.0):
+    """Apply the refine module frame by frame: pose2d [1, T, J, 2], pred [1, T, J, 3] metres ->
+    refined [1, T, J, 3] metres. As the published protocol, x_1 is rebuilt from the 2D input, the
+    predicted depths, the ground-truth root depth and the intrinsics. ``scale``: the lifter's
+    units per metre (1000 for a millimetre model); the module works in the lifter's unit."""
     from models.refine import refine_inputs
     if seq.pose3d is None or seq.intrinsics is None:
         raise ValueError('the refine module needs ground-truth root depth and camera intrinsics')
-    x = pred[0][:, None]  # [T, 1, J, 3]; the releases refine it as predicted (root not reset)
-    depth = torch.as_tensor(seq.pose3d[:, root_joint, 2:3], dtype=x.dtype, device=x.device)
+    x = pred[0][:, None] * scale  # [T, 1, J, 3]; the releases refine it as predicted (root not reset)
+    depth = torch.as_tensor(seq.pose3d[:, root_joint, 2:3] * scale, dtype=x.dtype, device=x.device)
     intrinsics = torch.as_tensor(seq.intrinsics, dtype=x.dtype, device=x.device).expand(len(x), -1)
     x_1 = refine_inputs(pose2d[0][:, None], x, depth, intrinsics)
-    return refine(x, x_1)[:, 0][None]
+    return refine(x, x_1)[:, 0][None] / scale
 
 
 def evaluate(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = DistInfo(),
@@ -129,7 +132,7 @@ def evaluate_reconstruction(model, sequences, device, info: DistInfo = DistInfo(
         if len(chunk) == 0:
             continue
         batch = windows.__getitems__(chunk)
-        loss = model.training_loss(batch['input2d'].to(device), batch['target3d'].to(device))
+        loss = model.training_loss(batch['input2d'].to(device), batch['target3d'].to(device) * unit_scale(model))
         total, count = total + loss.item() * len(chunk), count + len(chunk)
     torch.set_rng_state(state)
     parts = gather_objects((total, count), info)

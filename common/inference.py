@@ -8,6 +8,8 @@ last ``receptive_field`` frames.
 """
 import torch
 
+from common.units import unit_scale
+
 
 def mirror_pose(pose, left, right):
     """Mirror poses in normalised / camera coordinates: x -> -x, left and right joints swapped.
@@ -84,8 +86,14 @@ def predict_sequence(model, pose2d, flip_pairs=None, tds=1, max_batch=1024, outp
     tds -- temporal downsampling of centre-frame windows (P-STMO's -tds)
     output_flip_pairs -- (left, right) of the 3D output when they differ from the 2D input's
     (e.g. COCO keypoints in, Human3.6M joints out); default flip_pairs
-    Returns [B, T, J, 3]."""
+    Returns [B, T, J, 3] in metres, whatever the model's ``output_unit``."""
+    scale = unit_scale(model)
+
     def run(x):
+        out = raw(x)
+        return out if scale == 1.0 else out / scale
+
+    def raw(x):
         if hasattr(model, 'predict_sequence'):
             return model.predict_sequence(x)
         if model.predicts == 'centre':

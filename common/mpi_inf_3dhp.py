@@ -30,7 +30,10 @@ ROOT_17 = 14
 
 SPEC_17 = DatasetSpec(name='mpii3d_univ', skeleton=MPI_INF_3DHP_17, root_joint=ROOT_17,
                       kps_left=MPI_INF_3DHP_17.joints_left, kps_right=MPI_INF_3DHP_17.joints_right,
-                      evaluator='mpi_inf_3dhp')
+                      evaluator='mpi_inf_3dhp',
+                      # P-STMO's and APTPose's loaders keep these files in mm: their losses, printed
+                      # numbers and published checkpoints are in mm (PoseRetNet divides by 1000)
+                      release_units={'stmo': 'mm', 'aptpose': 'mm'})
 
 
 def image_size(sequence_name):

@@ -76,18 +76,27 @@ def _sequence_title(name):
     return name.replace('TS', 'TestSeq') if re.fullmatch(r'TS\d', name) else name
 
 
+def text_table(header, rows):
+    """Lines of a table: the first column left-aligned, the others right-aligned, every column
+    as wide as its widest cell and separated by two spaces, so numbers never run together."""
+    cells = [header] + rows
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ['  '.join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in cells]
+
+
 def format_3dhp(results) -> str:
     """The official sheet's numbers as text: a summary, then PCK and AUC per joint group."""
     rows = [(_sequence_title(n), r) for n, r in results['per_sequence'].items()]
     rows += list(results['per_activity'].items()) + [('All', results['all'])]
     groups = list(results['all']['pck_groups'])  # the sheet's order and abbreviations (SHEET_GROUPS)
-    lines = [f"{'MPI-INF-3DHP':<20}{'frames':>7}{'MPJPE':>8}{'PCK':>7}{'AUC':>7}"]
-    lines += [f"{name:<20}{row['frames']:>7}{row['mpjpe']:>8.1f}{row['pck']:>7.1f}{row['auc']:>7.1f}"
-              for name, row in rows]
+    lines = text_table(['MPI-INF-3DHP', 'frames', 'MPJPE', 'PCK', 'AUC'],
+                       [[name, str(row['frames'])] + [f'{row[k]:.1f}' for k in ('mpjpe', 'pck', 'auc')]
+                        for name, row in rows])
     for metric in ('pck', 'auc'):
-        lines.append(f"{metric.upper():<20}" + ''.join(f'{g:>7}' for g in SHEET_GROUPS) + f"{'Total':>7}")
-        lines += [f'{name:<20}' + ''.join(f"{row[metric + '_groups'][g]:>7.1f}" for g in groups)
-                  + f'{row[metric]:>7.1f}' for name, row in rows]
+        lines += text_table([metric.upper()] + list(SHEET_GROUPS) + ['Total'],
+                            [[name] + [f"{row[metric + '_groups'][g]:.1f}" for g in groups] + [f'{row[metric]:.1f}']
+                             for name, row in rows])
     mean = results['sequence_mean']
     lines += [f"All (frame-weighted over sequences, as reported): MPJPE {results['mpjpe']:.1f} mm, "
               f"PCK {results['pck']:.1f}, AUC {results['auc']:.1f}",

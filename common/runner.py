@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from common.arguments import (RELEASE_SWITCH_DEFAULTS, accepted_kwargs, build_parser, check_conflicts,
-                              checkpoint_to_evaluate, checkpoint_to_finetune, explicit_model_kwargs,
+                              checkpoint_to_evaluate, checkpoint_to_finetune, checkpoint_to_resume, explicit_model_kwargs,
                               infer_model_name)
 from common.checkpoint import load_checkpoint, model_spec_from_checkpoint, read_checkpoint, split_checkpoint
 from common.datasets import DataConfig, load_dataset
@@ -63,6 +63,9 @@ def build_lifter(args, spec, checkpoint=None):
     defaults = {'num_joints': spec.num_joints, 'dataset': spec.name}
     config = {**accepted_kwargs(entry.factory, defaults), **config,
               **accepted_kwargs(entry.factory, explicit)}
+    ours = checkpoint is not None and split_checkpoint(checkpoint)[1]
+    if args.output_unit or not ours:  # ours keep their record (none: metres, as before units were recorded)
+        config['output_unit'] = args.output_unit or spec.release_units.get(entry.name, 'm')
     try:
         model = build_model(name, **config)
     except (TypeError, ValueError) as err:
@@ -237,7 +240,7 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         warmup_epochs=args.warmup, clip_grad=args.clip_grad, amp=args.amp, ema=args.ema,
         accumulate=args.accumulate, compile=args.compile, workers=args.workers, seed=args.seed,
         checkpoint_dir=args.checkpoint, checkpoint_frequency=args.checkpoint_frequency,
-        checkpoint_steps=args.checkpoint_steps, resume=args.resume, trust_checkpoint=args.trust_checkpoint,
+        checkpoint_steps=args.checkpoint_steps, resume=checkpoint_to_resume(args), trust_checkpoint=args.trust_checkpoint,
         log_dir=default_log_dir(args, name),
         results_json=args.results_json, export_training_curves=args.export_training_curves,
         data_parallel=args.gpu or [], max_steps_per_epoch=args.max_steps_per_epoch,

@@ -8,7 +8,9 @@ Usage::
 Contract every registered model follows (shapes as [B, T, J, C]):
 
 * ``forward(x)``: ``x`` [B, T, J, 2] normalised screen coordinates ->
-  [B, T_out, J, 3] root-relative positions in metres. ``T_out`` is ``T`` for
+  [B, T_out, J, 3] root-relative positions in ``output_unit`` (metres unless the
+  model was built with ``output_unit='mm'``, as the P-STMO / APTPose MPI-INF-3DHP
+  files; see common/units.py). ``T_out`` is ``T`` for
   models that predict their whole window (``predicts == 'sequence'``) and 1 for
   those that predict the centre frame only (``predicts == 'centre'``).
 * ``receptive_field`` (int): the number of input frames one forward pass sees.
@@ -106,12 +108,18 @@ def build_model(name: str, **hyperparameters) -> nn.Module:
     """Build a registered model. Unset (None) hyper-parameters take the model's defaults.
 
     The returned module carries ``model_name`` and ``model_config`` (the keyword
-    arguments it was built with) so that a checkpoint can rebuild it alone."""
+    arguments it was built with) so that a checkpoint can rebuild it alone.
+    ``output_unit`` ('m' or 'mm', any model) records the unit its outputs are in."""
     entry = get_entry(name)
     config = {k: v for k, v in hyperparameters.items() if v is not None}
+    unit = config.pop('output_unit', None)
     model = entry.factory(**config)
     model.model_name = entry.name
     model.model_config = dict(config)
+    if unit is not None:
+        from common.units import check_unit
+        model.output_unit = check_unit(unit)
+        model.model_config['output_unit'] = unit
     return model
 
 

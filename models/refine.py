@@ -102,8 +102,9 @@ class RefinedLifter(nn.Module):
 
     def training_loss(self, x, target, intrinsics, root_depth):
         """x [B, F, J, 2], target [B, F, J, 3], intrinsics [B, 9], root_depth [B, F] (absolute
-        ground-truth depth of the root, metres) -> scalar. The releases feed the lifter's centre
-        pose to the refiner as predicted (root not reset) and score against a zero root."""
+        ground-truth depth of the root; target and depth in the output unit) -> scalar. The
+        releases feed the lifter's centre pose to the refiner as predicted (root not reset) and
+        score against a zero root."""
         pad = x.shape[1] // 2
         pred = self.lifter(x)
         x_1 = refine_inputs(x[:, pad:pad + 1], pred, root_depth[:, pad:pad + 1], intrinsics)
@@ -116,6 +117,7 @@ def with_refiner(lifter, fc_unit=None):
     rebuilds the pair."""
     pair = RefinedLifter(lifter, PoseRefiner(getattr(lifter, 'out_joints', 17), fc_unit or 1024))
     pair.model_name = 'refined'
+    pair.output_unit = getattr(lifter, 'output_unit', 'm')  # the module refines in the lifter's unit
     pair.model_config = {'lifter': lifter.model_name, 'lifter_config': dict(lifter.model_config)}
     return pair
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from common.checkpoint import split_checkpoint
+from common.errors import UserError
 from models import register_model
 from models.strided import (CentreFrameLifter, PoseLayerNorm, TemporalEncoder, centre_and_sequence_loss,
                             channels_last_norm, check_io_channels, mpjpe_loss, pointwise, pose_head,
@@ -186,6 +187,16 @@ class STMO(CentreFrameLifter):
     def forward_both(self, x):
         """x [B, F, J, 2] -> (centre pose [B, 1, J, 3], poses [B, F, J, 3])"""
         return self.forward_all(x)[:2]
+
+    def convert_official_state_dict(self, state_dict):
+        """Official files load as they are; an APTPose stage II file without mask tokens is the
+        release's MPI-INF-3DHP class, which this model (built with them) cannot hold."""
+        tokens = [f'{name}_token' for name in self.mask_names]
+        if self.hierarchical and tokens and not any(k in state_dict for k in tokens):
+            raise UserError("this APTPose checkpoint has no mask tokens: it is the release's MPI-INF-3DHP "
+                            "class; build it with build_model('aptpose', ..., dataset='mpii3d_univ') "
+                            "(or mask_tokens=False)")
+        return state_dict
 
     def forward(self, x):
         if self.is_pretraining:

@@ -295,12 +295,12 @@ def test_training_loss_is_the_release_objective():
     (['--joint-related', '--uncausal'], False, True),  # the published commands
 ])
 def test_command_line_switches_keep_the_release_meaning(flags, causal, joint_related):
-    from types import SimpleNamespace
     from common.arguments import build_parser
+    from common.datasets import H36M_SPEC
     from common.runner import build_lifter
     args = build_parser('run.py', '', 'h36m').parse_args(['--model', 'retnet', '-f', '9', '-cs', '16', '-dep', '1',
                                                           *flags])
-    model, name, config = build_lifter(args, SimpleNamespace(num_joints=17, name='h36m'))
+    model, name, config = build_lifter(args, H36M_SPEC)
     assert name == 'retnet' and config['causal'] is causal and config['joint_related'] is joint_related
 
 

@@ -252,3 +252,21 @@ def test_key_tables_and_parameter_counts(reference_dir, table):
     mine = {k: (tuple(v.shape), str(v.dtype).removeprefix('torch.')) for k, v in model.state_dict().items()}
     assert mine == expected
     assert sum(p.numel() for p in model.parameters()) == spec['num_parameters']
+
+
+def test_aptpose_3dhp_file_through_the_api_says_what_to_pass(tmp_path):
+    """The release's 3DHP class takes the same constructor arguments but has no mask tokens:
+    building with the Human3.6M default refuses the file in one line naming the fix."""
+    official = dict(frames=27, layers=2, channel=32, d_hid=64, n_joints=17, out_joints=17, sem_layers=1)
+    source = build_model('aptpose', **official, dataset='mpii3d_univ')
+    path = tmp_path / '3dhp_official.pth'
+    torch.save({f'module.{k}': v for k, v in source.state_dict().items()}, path)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(build_model('aptpose', **official), str(path))
+    assert "dataset='mpii3d_univ'" in str(err.value) and 'mask_tokens=False' in str(err.value)
+    assert '\n' not in str(err.value)
+    x = torch.randn(2, 27, 17, 2)
+    for model in (build_model('aptpose', **official, dataset='mpii3d_univ'),
+                  build_model('aptpose', **official, mask_tokens=False)):
+        load_checkpoint(model, str(path))
+        torch.testing.assert_close(model(x), source.eval()(x))

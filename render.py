@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from common import visualization as viz
-from common.arguments import build_parser, check_conflicts
+from common.arguments import build_parser
+from common.command_line import check_conflicts
 from common.datasets import H36M_SPEC, read_custom_keypoints, read_predictions
 from common.dist import DistInfo, select_device
 from common.errors import UserError, exit_status
@@ -46,10 +47,10 @@ def predict(args, sequence, spec):
     if args.viz_predictions:
         return read_predictions(args.viz_predictions, spec.num_joints)
     device = select_device(args.gpu, DistInfo())
-    model, tds = load_model_for_inference(args, spec, device)
+    model = load_model_for_inference(args, spec, device)
     pose2d = torch.from_numpy(sequence.pose2d).float()[None].to(device)
     joints = list(spec.skeleton.joints_left), list(spec.skeleton.joints_right)
-    prediction = predict_sequence(model, pose2d, spec.flip_pairs if args.test_time_augmentation else None, tds,
+    prediction = predict_sequence(model, pose2d, spec.flip_pairs if args.test_time_augmentation else None,
                                   output_flip_pairs=joints)
     return prediction[0].float().cpu().numpy()
 

@@ -1,8 +1,8 @@
 """Rendering speed of common/visualization.py: frames/s of GIF and MP4 animations.
 
-    python bench/bench_render.py                           # 100 frames of the synthetic dataset
-    python bench/bench_render.py --frames 300 --size 4
-    python bench/bench_render.py -d h36m -k gt --root_path data --subject S9 --action 'Photo 1'
+    python -m bench.bench_render                           # 100 frames of the synthetic dataset
+    python -m bench.bench_render --frames 300 --size 4
+    python -m bench.bench_render -d h36m -k gt --root_path data --subject S9 --action 'Photo 1'
 
 Each format is written twice in the same run: by render_animation (artists created once, then
 updated in place) and by a naive reference that clears the figure and re-creates every axes
@@ -19,9 +19,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import visualization as viz  # noqa: E402
-from common.datasets import DataConfig, load_dataset  # noqa: E402
+from common import visualization as viz
+from common.datasets import DataConfig, load_dataset
 
 
 def load_scene(args):

@@ -2,9 +2,9 @@
 pass (batch 1 and a large batch) and of whole-sequence evaluation, and the per-frame latency
 of causal streaming after 10, 100 and 1000 frames of history.
 
-    python bench/bench_retnet.py --small                    # quick CPU run, small widths
-    python bench/bench_retnet.py                            # published configurations
-    python bench/bench_retnet.py --official /path/to/PoseRetNet   # side by side with the release
+    python -m bench.bench_retnet --small                    # quick CPU run, small widths
+    python -m bench.bench_retnet                            # published configurations
+    python -m bench.bench_retnet --official /path/to/PoseRetNet   # side by side with the release
 
 With --official (a checkout of Kelly510/PoseRetNet) the release's classes are built with the
 same configuration, given the same weights, checked for equal outputs and timed interleaved
@@ -12,7 +12,6 @@ with ours (best of --repeats rounds, which damps the noise of a shared machine).
 """
 import argparse
 import importlib
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -20,10 +19,11 @@ from contextlib import contextmanager
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common.checkpoint import load_checkpoint  # noqa: E402
-from common.inference import centre_windows, predict_sequence  # noqa: E402
-from models import build_model  # noqa: E402
+from common.checkpoint import load_checkpoint
+from common.inference import predict_sequence
+from models.windows import predict_seq2seq
+from models.windows import centre_windows
+from models import build_model
 
 PAPER = {'retnet': dict(num_frame=243, embed_dim=512, depth=8, chunk_size=243),
          'mixste': dict(num_frame=243, embed_dim=512, depth=8),
@@ -177,7 +177,8 @@ def bench_model(name, config, args, official):
         load_checkpoint(model, {'model_pos': reference.state_dict()})      # the release's file layout
         reference.receptive_field, reference.predicts = frames, 'sequence'  # for the shared windowing
         sequence_ref = {'retnet': lambda m: official_chunkwise(m, sequence, config['chunk_size']),
-                        'stc': lambda m: official_stc_sequence(m, sequence, frames)}.get(name, work[2][2])
+                        'stc': lambda m: official_stc_sequence(m, sequence, frames)}.get(
+                            name, lambda m: predict_seq2seq(m, sequence, 1024))
         theirs = [work[0][2], work[1][2], sequence_ref]
         print(f'   outputs equal: max |ours - official| forward {(model(clip1) - reference(clip1)).abs().max():.2e}, '
               f'sequence {(work[2][2](model) - sequence_ref(reference)).abs().max():.2e}')

@@ -1,8 +1,8 @@
 """Parameters, MACs per output frame and inference speed of the strided-transformer lifters.
 
-    python bench/bench_stmo.py                  # paper configurations
-    python bench/bench_stmo.py --small          # tiny configurations (CPU smoke run)
-    python bench/bench_stmo.py --official DIR   # also time the released P-STMO code found in DIR
+    python -m bench.bench_stmo                  # paper configurations
+    python -m bench.bench_stmo --small          # tiny configurations (CPU smoke run)
+    python -m bench.bench_stmo --official DIR   # also time the released P-STMO code found in DIR
                                                 # (a checkout of paTRICK-swk/P-STMO), same weights
 
 These models predict the centre frame of each window, so one forward pass of batch B gives B
@@ -15,7 +15,6 @@ for the 243-frame models), where ours embeds each frame once for all the windows
 it and the released loop recomputes it in every window.
 """
 import argparse
-import os
 import sys
 import time
 from types import SimpleNamespace
@@ -23,9 +22,9 @@ from types import SimpleNamespace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common.inference import centre_windows, predict_sequence  # noqa: E402
-from models import build_model  # noqa: E402
+from common.inference import predict_sequence
+from models.windows import centre_windows
+from models import build_model
 
 PAPER = {
     'P-STMO-S (243 f, 3 layers)': ('stmo', dict(num_frame=243, layers=3)),
@@ -102,12 +101,12 @@ def main(argv=None):
     for label, (name, config) in (SMALL if args.small else PAPER).items():
         model = build_model(name, **config).eval().to(device)
         frames = model.receptive_field
-        tds = 2 if frames == 243 else 1
+        tds = model.frame_step = 2 if frames == 243 else 1
         params = sum(p.numel() for p in model.parameters())
         x = torch.randn(args.batch, frames, 17, 2, device=device) * 0.3
         sequence = torch.randn(1, args.sequence, 17, 2, device=device) * 0.3
         runs = {'window': [lambda: model(x)],
-                'sequence': [lambda: predict_sequence(model, sequence, tds=tds, max_batch=args.batch)]}
+                'sequence': [lambda: predict_sequence(model, sequence, max_batch=args.batch)]}
         gaps = {}
         if args.official and name == 'stmo':
             official = official_pstmo(args.official, model, frames).to(device)
@@ -119,7 +118,7 @@ def main(argv=None):
                                   for w in windows.split(args.batch)])
             with torch.inference_mode():
                 gaps['window'] = (official(released)[0][..., 0].permute(0, 2, 3, 1) - model(x)).abs().max().item()
-                gaps['sequence'] = (official_sequence()[:, 0] - predict_sequence(model, sequence, tds=tds,
+                gaps['sequence'] = (official_sequence()[:, 0] - predict_sequence(model, sequence,
                                                                                 max_batch=args.batch)[0]).abs().max().item()
             runs['window'].append(lambda: official(released))
             runs['sequence'].append(official_sequence)

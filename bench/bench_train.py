@@ -1,8 +1,8 @@
 """Training and inference throughput of every registered lifter, in fp32 and bf16.
 
-    python bench/bench_train.py                     # paper configurations, Human3.6M-sized evaluation
-    python bench/bench_train.py --small             # tiny configurations and data (CPU smoke run)
-    python bench/bench_train.py --models videopose,mixste --batch 64 --json out.json
+    python -m bench.bench_train                     # paper configurations, Human3.6M-sized evaluation
+    python -m bench.bench_train --small             # tiny configurations and data (CPU smoke run)
+    python -m bench.bench_train --models videopose,mixste --batch 64 --json out.json
 
 For each model (those whose input is 2D keypoints alone; not context_pose, which needs image
 features, nor the refine module, which needs a 3D estimate too) at its paper configuration
@@ -21,21 +21,18 @@ features, nor the refine module, which needs a 3D estimate too) at its paper con
 """
 import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common.arguments import accepted_kwargs  # noqa: E402
-from common.datasets import H36M_SPEC, Sequence  # noqa: E402
-from common.engine import TrainingObjective  # noqa: E402
-from common.evaluation import EvalConfig, evaluate  # noqa: E402
-from common.inference import predict_sequence  # noqa: E402
-from models import build_model, get_entry, model_names  # noqa: E402
+from common.command_line import accepted_kwargs
+from common.datasets import H36M_SPEC, Sequence
+from common.engine import TrainingObjective
+from common.evaluation import EvalConfig, evaluate
+from common.inference import predict_sequence
+from models import build_model, get_entry, model_names
 
 # need image features / a 3D estimate / the camera as well ('refined' = a listed lifter + refine)
 NOT_2D_ONLY = {'context_pose', 'refine', 'refined'}

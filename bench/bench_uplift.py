@@ -1,8 +1,8 @@
 """Uplift-and-Upsample cost and speed: parameters, MACs per output frame, frames/s.
 
-    python bench/bench_uplift.py                 # h36m_351 and h36m_81
-    python bench/bench_uplift.py --small         # tiny configuration, quick CPU check
-    python bench/bench_uplift.py --official-repo DIR --tf-python PY
+    python -m bench.bench_uplift                 # h36m_351 and h36m_81
+    python -m bench.bench_uplift --small         # tiny configuration, quick CPU check
+    python -m bench.bench_uplift --official-repo DIR --tf-python PY
         # also time the official TensorFlow model (its repository checked out in DIR, run by
         # the Python interpreter PY that has TensorFlow) on the same windows and weights,
         # and check that both give the same outputs
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -31,11 +30,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common.keras_import import load_uplift_h5  # noqa: E402
-from models import build_model  # noqa: E402
-from models.uplift_upsample import PRESETS  # noqa: E402
+from common.keras_import import load_uplift_h5
+from models import build_model
+from models.uplift_upsample import PRESETS
 
 SMALL = dict(num_frame=27, sequence_stride=3, mask_stride=[3, 6, 12], strides=[3, 3, 3],
              paddings=[[0, 0]] * 3, spatial_dim=8, temporal_dim=32, num_heads=2, spatial_depth=2,

@@ -1,19 +1,16 @@
 """Windows per second of the vectorised window datasets against a plain per-window loop.
 
-    python bench/bench_windows.py [--streams 200 --length 2000 --batch 1024]
+    python -m bench.bench_windows [--streams 200 --length 2000 --batch 1024]
 
 The reference builds every window frame by frame in Python, clamping indices to the stream
 (edge padding). Both produce identical batches (checked)."""
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common.datasets import Sequence  # noqa: E402
-from common.generators import WindowConfig, WindowDataset  # noqa: E402
+from common.datasets import Sequence
+from common.generators import WindowConfig, WindowDataset
 
 
 def reference_batch(sequences, windows, kind, frames, tds):
@@ -54,7 +51,7 @@ def main():
     print(f'{args.streams} streams x {args.length} frames, batches of {args.batch} windows')
     print(f"{'kind':<22}{'vectorised windows/s':>22}{'reference loop windows/s':>26}{'speed-up':>10}")
     for kind, frames, tds in (('seq2seq', 243, 1), ('seq2frame', 243, 2), ('seq2frame', 27, 1)):
-        data = WindowDataset(sequences, WindowConfig(kind, frames=frames, tds=tds, flip=False), root_joint=0)
+        data = WindowDataset(sequences, WindowConfig(kind, frames=frames, tds=tds, flip=False))
         index = rng.choice(len(data), args.batch, replace=True)
         windows = list(zip(data.window_seq[index], data.window_offset[index]))
         ours = data.__getitems__(index)

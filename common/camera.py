@@ -11,6 +11,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from common.pose_codec import normalize_screen_coordinates
+
 CAMERA_FILE = os.path.join(os.path.dirname(__file__), 'data', 'h36m_cameras.json')
 
 
@@ -90,13 +92,3 @@ def project_to_2d(x, camera: Camera):
     tangential = np.sum(p * xy, axis=-1, keepdims=True)
     distorted = xy * (radial + tangential) + p * r2
     return (camera.focal_length * distorted + camera.center).astype(x.dtype)
-
-
-def normalize_screen_coordinates(x, w, h):
-    """Pixels -> [-1, 1] in x, [-h/w, h/w] in y (both divided by the width)."""
-    return (x / w * 2 - np.array([1, h / w], dtype=np.float32)).astype(np.float32)
-
-
-def image_coordinates(x, w, h):
-    """Inverse of normalize_screen_coordinates."""
-    return ((x + np.array([1, h / w], dtype=np.float32)) * w / 2).astype(np.float32)

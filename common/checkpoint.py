@@ -68,6 +68,10 @@ def read_checkpoint(path, trust: bool = False, map_location='cpu'):
         raise UserError(f"checkpoint '{path}' is a directory, not a file")
     if not os.path.isfile(path):
         raise UserError(f"checkpoint '{path}' does not exist")
+    kind = _file_kind(path)
+    if kind:
+        raise UserError(f"checkpoint '{path}' is {kind}, not a PyTorch checkpoint (expected a .pt / .pth / "
+                        f".bin file written by torch.save, or a Keras .h5)")
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', message='.*pickle protocol.*')
@@ -85,6 +89,25 @@ def read_checkpoint(path, trust: bool = False, map_location='cpu'):
                         f"--trust-checkpoint only if you trust its source") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise UserError(f"checkpoint '{path}' is unreadable or truncated: {_first_line(err)}") from None
+
+
+def _file_kind(path):
+    """'a text file' / 'an empty file' / 'an HDF5 file' for files that are no torch.save output
+    (a zip archive or a pickle), else None."""
+    with open(path, 'rb') as handle:
+        head = handle.read(512)
+    if not head:
+        return 'an empty file'
+    if head.startswith(b'\x89HDF'):
+        return 'an HDF5 file (Keras weights load from a name ending in .h5)'
+    if head.startswith(b'PK') or head[:1] == b'\x80':
+        return None
+    try:
+        head.decode('utf-8')
+    except UnicodeDecodeError:
+        return None
+    return 'a text file'
+
 
 
 def _first_line(err):
@@ -124,18 +147,6 @@ def split_checkpoint(obj):
                     "(expected ours, {'model_pos': ...}, {'model': ...} or a bare state dict)")
 
 
-def model_spec_from_checkpoint(obj):
-    """(model name, constructor config) stored in or recognised from a checkpoint object."""
-    state_dict, ours, meta = split_checkpoint(obj)
-    if ours:
-        return meta['model_name'], dict(meta.get('model_config', {}))
-    from models import detect_official_model
-    found = detect_official_model(state_dict)
-    if found is None:
-        raise UserError('cannot tell which model this checkpoint belongs to; name it with --model')
-    return found
-
-
 def _mismatch_message(model_sd, file_sd, limit=5):
     missing = [k for k in model_sd if k not in file_sd]
     unexpected = [k for k in file_sd if k not in model_sd]
@@ -161,15 +172,15 @@ def load_checkpoint(model, path_or_object, trust: bool = False, strict=None):
         else path_or_object
     state_dict, ours, meta = split_checkpoint(obj)
     if strict is None:
-        strict = ours or getattr(model, 'official_strict', True)
-    if not ours and hasattr(model, 'convert_official_state_dict'):
+        strict = ours or model.official_strict
+    if not ours:
         state_dict = model.convert_official_state_dict(state_dict)
     model_sd = model.state_dict()
     problem = _mismatch_message(model_sd, state_dict)
     shape_bad = any(k in state_dict and state_dict[k].shape != v.shape for k, v in model_sd.items())
     missing = any(k not in state_dict for k in model_sd)
     if shape_bad or missing or (strict and problem):
-        name = getattr(model, 'model_name', type(model).__name__)
+        name = model.model_name or type(model).__name__
         holds = f" (it holds {meta['model_name']} {meta.get('model_config', {})})" if ours else ''
         raise UserError(f'checkpoint does not fit model {name}{holds}: {problem}')
     model.load_state_dict({k: state_dict[k] for k in model_sd}, strict=True)
@@ -249,14 +260,19 @@ def make_checkpoint(model, **extra):
 
 
 def transfer_matching_weights(model, checkpoint_obj):
-    """Copy every tensor of ``checkpoint_obj`` whose key and shape exist in ``model``
-    (stage I -> stage II encoder transfer); returns the copied keys."""
-    state_dict, _, _ = split_checkpoint(checkpoint_obj)
+    """Copy every tensor of ``checkpoint_obj`` whose key exists in ``model`` (the stage I ->
+    stage II encoder transfer of ``--MAE_reload``: encoders, mask tokens, temporal encoder); the
+    rest keeps its values. A shared key of another shape is an error, as in the releases.
+    Returns the sorted copied keys."""
+    state_dict, ours, _ = split_checkpoint(checkpoint_obj)
     bare = unwrap(model)
-    if hasattr(bare, 'convert_official_state_dict') and not (isinstance(checkpoint_obj, dict)
-                                                             and checkpoint_obj.get('format') == FORMAT):
+    if not ours:
         state_dict = bare.convert_official_state_dict(state_dict)
     own = bare.state_dict()
-    copied = [k for k, v in state_dict.items() if k in own and own[k].shape == v.shape]
+    copied = sorted(k for k in state_dict if k in own)
+    wrong = [f'{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
+             for k in copied if state_dict[k].shape != own[k].shape]
+    if wrong:
+        raise UserError('the stage I weights do not fit this model: ' + '; '.join(wrong[:5]))
     bare.load_state_dict({**own, **{k: state_dict[k] for k in copied}})
     return copied

@@ -1,196 +1,29 @@
-"""Sequences, dataset descriptions and the Human3.6M reader (VideoPose3D files, unchanged).
+"""The dataset readers behind one name -> reader table: Human3.6M (VideoPose3D files,
+unchanged), 3D-only streams seen through virtual cameras, the synthetic stand-in, custom 2D
+files and saved predictions here; the MPI-INF-3DHP readers in common/mpi_inf_3dhp.py.
 
-Every reader returns ``(train, test, spec)``: two lists of :class:`Sequence` (one
-camera stream each) and a :class:`DatasetSpec` holding everything that differs
-between datasets, so that the engine never asks which dataset it has.
+Every reader returns ``(train, test, spec)``: two lists of :class:`Sequence` (one camera stream
+each) and a :class:`DatasetSpec` (common/records.py).
 """
-import io
 import os
-import pickle
-import zipfile
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional, Sequence as Seq, Tuple
 
 import numpy as np
 
-from common.camera import load_h36m_cameras, normalize_screen_coordinates, world_to_camera
+import common.mpi_inf_3dhp  # noqa: F401  (its readers register themselves in READERS)
+from common.camera import load_h36m_cameras, world_to_camera
 from common.errors import UserError
-from common.skeleton import H36M_17, Skeleton, h36m_raw_to_17
-
-
-@dataclass
-class Sequence:
-    """One camera stream.
-
-    pose2d -- [T, J, 2] normalised screen coordinates (float32)
-    pose3d -- [T, J, 3] camera frame, metres; joints relative to the root, the root joint
-              keeps the absolute trajectory (zeroed before losses and metrics); None if 2D only
-    valid -- [T] bool, frames that are scored (3DHP); None means all
-    group -- evaluation group (Human3.6M action group, 3DHP test sequence)
-    intrinsics -- [9] normalised camera intrinsics, or None
-    image_size -- (width, height) in pixels of the camera the 2D came from
-    """
-    pose2d: np.ndarray
-    pose3d: Optional[np.ndarray]
-    subject: str
-    action: str
-    camera: int
-    group: str
-    intrinsics: Optional[np.ndarray] = None
-    valid: Optional[np.ndarray] = None
-    image_size: Tuple[int, int] = (1000, 1000)
-    labels: Optional[np.ndarray] = None  # per-frame activity labels (3DHP), if known
-
-    def __len__(self):
-        return len(self.pose2d)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What differs between datasets.
-
-    root_joint -- joint carrying the trajectory, zeroed in targets (None: 3D already relative)
-    kps_left / kps_right -- 2D joints swapped by flipping (3D uses skeleton.joints_left/right)
-    evaluator -- name of the evaluation protocol in common.evaluation ('actionwise', 'mpi_inf_3dhp')
-    fps -- frame rate of the streams
-    release_units -- model name -> output unit of the checkpoints its release published for
-    these files (and of our training as that release trains); other models: metres
-    """
-    name: str
-    skeleton: Skeleton
-    root_joint: Optional[int]
-    kps_left: Tuple[int, ...]
-    kps_right: Tuple[int, ...]
-    evaluator: str = 'actionwise'
-    fps: int = 50
-    joint_index_3dhp: Optional[Tuple[int, ...]] = None  # joint order map for 3DHP-protocol groups
-    release_units: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def num_joints(self):
-        return self.skeleton.num_joints
-
-    @property
-    def flip_pairs(self):
-        return list(self.kps_left), list(self.kps_right)
-
-
-@dataclass
-class DataConfig:
-    """dataset -- reader name; root_path -- data directory; keypoints -- 2D source (-k);
-    subjects_train / subjects_test -- subject lists; actions -- prefix filters or None;
-    downsample -- keep every k-th frame; subset -- fraction of each training stream kept (a contiguous clip);
-    test_only -- evaluation: the training streams are neither read nor checked (empty list)."""
-    dataset: str = 'h36m'
-    root_path: str = 'data'
-    keypoints: str = 'cpn_ft_h36m_dbb'
-    subjects_train: Optional[Seq[str]] = None  # None: the dataset's standard split
-    subjects_test: Optional[Seq[str]] = None
-    actions: Optional[Seq[str]] = None
-    downsample: int = 1
-    subset: float = 1.0
-    seed: int = 0
-    virtual_cameras: int = 0  # > 0: 3D-only data, 2D made through this many random cameras per sequence
-    test_only: bool = False
-
-
-READERS: Dict[str, Callable[[DataConfig], tuple]] = {}
-
-
-def register_dataset(*names):
-    def decorate(reader):
-        for name in names:
-            READERS[name] = reader
-        return reader
-    return decorate
+from common.pose_codec import normalize_screen_coordinates, split_trajectory
+from common.records import (READERS, DataConfig, DatasetSpec, Sequence, check_finite_2d, expect_dict,  # noqa: F401
+                            find_data_file, load_npz_entries, register_dataset)
+from common.skeleton import H36M_17, h36m_raw_to_17
 
 
 def load_dataset(config: DataConfig):
     """(train sequences, test sequences, DatasetSpec) for ``config.dataset``."""
-    import common.mpi_inf_3dhp  # noqa: F401  (registers the 3DHP readers)
     if config.dataset not in READERS:
         raise UserError(f"unknown dataset '{config.dataset}'; choose one of: {', '.join(sorted(READERS))}")
     return READERS[config.dataset](config)
 
-
-# ----------------------------------------------------------------------------- files
-
-def find_data_file(root_path: str, filename: str, origin: str) -> str:
-    """Path of ``filename`` in the data directory, or in P-STMO's ``dataset/`` layout."""
-    path = os.path.join(root_path, filename)
-    if os.path.isfile(path):
-        return path
-    fallback = os.path.join('dataset', filename)
-    if os.path.isfile(fallback):
-        print(f"INFO: {filename} not in {root_path}/, reading it from dataset/ (P-STMO layout)")
-        return fallback
-    raise UserError(f"data file '{path}' not found: {origin} (or run with -d synthetic to use the "
-                    f"embedded synthetic dataset)")
-
-
-class _DatasetUnpickler(pickle.Unpickler):
-    """Unpickles the dicts and lists of arrays the dataset files hold, and nothing else: a
-    dataset file from the internet cannot make loading run code."""
-    _ALLOWED = {('collections', 'OrderedDict'), ('builtins', 'dict'), ('builtins', 'list'),
-                ('builtins', 'tuple'), ('builtins', 'set'), ('builtins', 'frozenset'), ('builtins', 'slice')}
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED or (
-                module.split('.')[0] == 'numpy' and name in ('_reconstruct', 'scalar', 'ndarray', 'dtype')) or (
-                module in ('numpy.dtypes', 'numpy') and name.endswith('DType')):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f'refers to {module}.{name}, which a dataset file never needs')
-
-
-def _read_npy(handle):
-    """One .npy member; object arrays go through the restricted unpickler."""
-    major, _ = np.lib.format.read_magic(handle)
-    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(handle)
-    if dtype.hasobject:
-        return _DatasetUnpickler(handle, encoding='latin1').load()
-    count = int(np.prod(shape)) if shape else 1
-    data = np.frombuffer(handle.read(count * dtype.itemsize), dtype=dtype, count=count)
-    return data.reshape(shape[::-1]).T if fortran else data.reshape(shape)
-
-
-def load_npz_entries(path: str, keys: Seq[str]) -> Dict[str, object]:
-    """Read the (pickled, 0-d) entries of a dataset .npz safely, with one-line errors for bad files."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {name[:-4]: name for name in archive.namelist() if name.endswith('.npy')}
-            missing = [k for k in keys if k not in members]
-            if missing:
-                raise UserError(f"'{path}' has entries {sorted(members)}, expected {list(keys)}")
-            out = {}
-            for key in keys:
-                with archive.open(members[key]) as handle:
-                    value = _read_npy(io.BufferedReader(handle))
-                if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
-                    value = value.item()
-                out[key] = value
-            return out
-    except UserError:
-        raise
-    except pickle.UnpicklingError as err:
-        raise UserError(f"'{path}' is refused or corrupted: {err}") from None
-    except Exception as err:  # zlib, truncation, bad headers: all mean a damaged file
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"'{path}' is not a readable .npz archive (truncated or corrupted?): {detail}") from None
-
-
-def _expect_dict(value, path, what):
-    if not isinstance(value, dict):
-        raise UserError(f"'{path}': expected {what} to be a dict, found {type(value).__name__}")
-    return value
-
-
-def check_finite_2d(pose2d, path, where):
-    """Refuse NaN/inf keypoints: they would silently poison training and every metric."""
-    if not np.isfinite(pose2d).all():
-        frames = np.unique(np.nonzero(~np.isfinite(pose2d))[0])
-        raise UserError(f"'{path}' has NaN or inf 2D keypoints in {where} (frames {frames[:5].tolist()}"
-                        f"{'...' if len(frames) > 5 else ''}); clean or interpolate them first")
 
 
 # ----------------------------------------------------------------------------- Human3.6M
@@ -205,11 +38,11 @@ H36M_ORIGIN = 'prepare it with VideoPose3D\'s data/prepare_data_h36m.py (see REA
 
 def read_h36m_3d(path):
     """subject -> action -> [N, 17, 3] world-frame metres (the 17 kept joints)."""
-    positions = _expect_dict(load_npz_entries(path, ['positions_3d'])['positions_3d'], path, 'positions_3d')
+    positions = expect_dict(load_npz_entries(path, ['positions_3d'])['positions_3d'], path, 'positions_3d')
     out = {}
     for subject, actions in positions.items():
         out[subject] = {}
-        for action, array in _expect_dict(actions, path, f'positions_3d[{subject!r}]').items():
+        for action, array in expect_dict(actions, path, f'positions_3d[{subject!r}]').items():
             array = np.asarray(array, dtype=np.float32)
             if array.ndim != 3 or array.shape[1:] not in ((32, 3), (17, 3)):
                 raise UserError(f"'{path}': {subject}/{action} has shape {array.shape}, expected (N, 32, 3)")
@@ -220,14 +53,14 @@ def read_h36m_3d(path):
 def read_h36m_2d(path, num_joints=17):
     """(positions_2d subject -> action -> list of [N, J, 2] pixels, (kps_left, kps_right))."""
     entries = load_npz_entries(path, ['positions_2d', 'metadata'])
-    positions = _expect_dict(entries['positions_2d'], path, 'positions_2d')
-    metadata = _expect_dict(entries['metadata'], path, 'metadata')
+    positions = expect_dict(entries['positions_2d'], path, 'positions_2d')
+    metadata = expect_dict(entries['metadata'], path, 'metadata')
     symmetry = metadata.get('keypoints_symmetry')
     if symmetry is None or len(symmetry) != 2:
         raise UserError(f"'{path}': metadata lacks keypoints_symmetry [[left...], [right...]]")
     kps_left, kps_right = ([int(j) for j in side] for side in symmetry)
     for subject, actions in positions.items():
-        for action, streams in _expect_dict(actions, path, f'positions_2d[{subject!r}]').items():
+        for action, streams in expect_dict(actions, path, f'positions_2d[{subject!r}]').items():
             for cam, stream in enumerate(streams):
                 if np.ndim(stream) != 3 or np.shape(stream)[1:] != (num_joints, 2):
                     raise UserError(f"'{path}': {subject}/{action} camera {cam} has shape {np.shape(stream)}, "
@@ -259,9 +92,10 @@ def load_3d_only(config: DataConfig, path3d):
                 world = poses3d[subject][action][::config.downsample]
                 for index, (pose3d, pose2d, intrinsics) in enumerate(
                         virtual_streams(world, config.virtual_cameras, rng)):
-                    sequences.append(Sequence(pose2d=pose2d, pose3d=pose3d, subject=subject, action=action,
+                    relative, trajectory = split_trajectory(pose3d, H36M_17.root)
+                    sequences.append(Sequence(pose2d=pose2d, pose3d=relative, subject=subject, action=action,
                                               camera=index, group=action.split(' ')[0], intrinsics=intrinsics,
-                                              image_size=(1000, 1000)))
+                                              image_size=(1000, 1000), trajectory=trajectory))
         return sequences
 
     return ([] if config.test_only else fetch(subjects_train)), fetch(subjects_test), H36M_SPEC
@@ -311,8 +145,8 @@ def load_h36m(config: DataConfig):
                     continue
                 world = poses3d[subject][action]
                 for cam_index, camera in enumerate(cameras[subject]):
-                    pos3d = world_to_camera(world, camera.orientation, camera.translation)
-                    pos3d[:, 1:] -= pos3d[:, :1]
+                    pos3d, trajectory = split_trajectory(
+                        world_to_camera(world, camera.orientation, camera.translation), H36M_17.root)
                     stream = np.asarray(poses2d[subject][action][cam_index][:len(world)], np.float32)
                     check_finite_2d(stream, path2d, f'{subject}/{action} camera {cam_index}')
                     pose2d = normalize_screen_coordinates(stream, camera.res_w, camera.res_h)
@@ -325,7 +159,8 @@ def load_h36m(config: DataConfig):
                     sequences.append(Sequence(
                         pose2d=pose2d[start:stop:step], pose3d=pos3d[start:stop:step], subject=subject,
                         action=action, camera=cam_index, group=action.split(' ')[0],
-                        intrinsics=camera.normalized_intrinsics(), image_size=(camera.res_w, camera.res_h)))
+                        intrinsics=camera.normalized_intrinsics(), image_size=(camera.res_w, camera.res_h),
+                        trajectory=trajectory[start:stop:step]))
         return sequences
 
     rng = np.random.default_rng(config.seed)

@@ -26,7 +26,7 @@ from common.errors import UserError
 from common.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.generators import EpochSampler, WindowDataset, collate_batch
 from common.optim import WeightEMA, build_optimizer, epoch_lr
-from common.units import unit_scale
+from common.pose_codec import unit_scale
 
 FINITE_CHECK_STEPS = 50  # how often (steps) the loss is checked for NaN/inf: one host sync each time
 
@@ -42,8 +42,10 @@ class TrainConfig:
     checkpoint_dir -- where checkpoints go; checkpoint_frequency -- also keep epoch_N.pt every N
     epochs; checkpoint_steps -- write latest.pt every N steps too; resume -- checkpoint to continue
     from; trust_checkpoint -- read it with full unpickling; log_dir -- tensorboard, log file and
-    results (None: no logs); max_steps_per_epoch -- cut epochs short (smoke tests)."""
-    epochs: int = 80
+    results (None: no logs); max_steps_per_epoch -- cut epochs short (smoke tests).
+    These defaults are the command line's too (common/arguments.py reads them); epochs 0 trains
+    nothing and evaluates the model as it is."""
+    epochs: int = 60
     batch_size: int = 1024
     lr: float = 1e-3
     lr_decay: float = 0.95
@@ -84,15 +86,8 @@ class TrainingObjective(nn.Module):
         if self.scale != 1.0:
             target3d = target3d * self.scale
             root_depth = None if root_depth is None else root_depth * self.scale
-        if getattr(self.model, 'uses_camera', False):
-            return self.model.training_loss(input2d, target3d, intrinsics, root_depth)
-        if hasattr(self.model, 'training_loss'):
-            return self.model.training_loss(input2d, target3d)
-        output = self.model(input2d)
-        if output.shape[1] != target3d.shape[1]:  # centre-frame model (causal: the last frame)
-            centre = target3d.shape[1] // 2 + getattr(self.model, 'causal_shift', 0)
-            target3d = target3d[:, centre:centre + 1]
-        return torch.linalg.vector_norm(output - target3d, dim=-1).mean()
+        camera = (intrinsics, root_depth) if self.model.uses_camera else ()
+        return self.model.training_loss(input2d, target3d, *camera)
 
 
 class Logger:
@@ -165,7 +160,7 @@ def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoc
                initial=start_step, total=last_step, dynamic_ncols=True)
     bare = unwrap(objective).model if isinstance(unwrap(objective), TrainingObjective) else unwrap(objective)
     optimizer.zero_grad(set_to_none=True)
-    names = ('input2d', 'target3d') + (('intrinsics', 'root_depth') if getattr(bare, 'uses_camera', False) else ())
+    names = ('input2d', 'target3d') + (('intrinsics', 'root_depth') if bare.uses_camera else ())
     for step, batch in enumerate(bar, start=start_step):
         tensors = [batch[name].to(device, non_blocking=True) for name in names]
         windows = len(tensors[0])
@@ -173,7 +168,7 @@ def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoc
         step_loss = torch.zeros((), dtype=torch.float64, device=device)
         for index, (x, *rest) in enumerate(parts):
             # DDP averages gradients only on the last micro-batch of the step
-            sync = index == len(parts) - 1 or not hasattr(objective, 'no_sync')
+            sync = index == len(parts) - 1 or not isinstance(objective, nn.parallel.DistributedDataParallel)
             with contextlib.nullcontext() if sync else objective.no_sync():
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                     loss = objective(x, *rest).mean()
@@ -233,42 +228,96 @@ def _read_resume_state(cfg: TrainConfig, model):
     return state
 
 
+@dataclass
+class RunState:
+    """Where a training run stands: the next epoch and step, the best score, the history, the
+    loss sums of a part-done epoch, and the RNG state to restore before it continues."""
+    epoch: int = 0
+    step: int = 0
+    best: float = math.inf
+    history: List[dict] = field(default_factory=list)
+    running: Optional[list] = None
+    rng: object = None
+
+
+def _resume(cfg: TrainConfig, saved, optimizer, ema, info: DistInfo, logger) -> RunState:
+    """The RunState (and optimiser and EMA state) of the checkpoint ``saved``; a fresh one if None."""
+    if saved is None:
+        return RunState()
+    optimizer.load_state_dict(saved['optimizer'])
+    if ema is not None and saved.get('ema_model') is not None:
+        ema.model.load_state_dict(saved['ema_model'])
+    rng = saved.get('rng')
+    run = RunState(saved['epoch'], saved.get('step', 0), saved.get('best', math.inf), saved.get('history', []),
+                   saved.get('running_loss') if info.is_main else None,
+                   rng[info.rank % len(rng)] if isinstance(rng, list) else rng)
+    if saved.get('world_size', 1) != info.world_size:
+        logger.print(f"WARNING: {cfg.resume} was written by {saved.get('world_size', 1)} process(es), "
+                     f"resuming with {info.world_size}: the run continues but not bit for bit")
+    logger.print(f'INFO: resumed from {cfg.resume} at epoch {run.epoch + 1}, step {run.step}')
+    return run
+
+
+def _parallel_objective(model, cfg: TrainConfig, info: DistInfo, device):
+    """TrainingObjective, wrapped for DDP (torchrun), DataParallel (-gpu 0,1) and torch.compile."""
+    objective = TrainingObjective(model)
+    if info.enabled:
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == 'cuda' else None,
+            find_unused_parameters=model.has_unused_parameters)
+    elif len(cfg.data_parallel) > 1 and device.type == 'cuda':
+        objective = nn.DataParallel(objective, device_ids=cfg.data_parallel)
+    return torch.compile(objective) if cfg.compile else objective
+
+
+def _log_epoch(logger, run: RunState, epoch, lr, train_loss, results, ema_results, seconds):
+    """Record one epoch in the history, the log and tensorboard."""
+    run.history.append({'epoch': epoch + 1, 'lr': lr, 'train_loss': train_loss, 'test': results['score'],
+                        'test_ema': ema_results['score'] if ema_results else None, 'seconds': seconds})
+    logger.print(f"[{epoch + 1}] lr {lr:.6g}  train loss {train_loss:.5f}  test {results['score_name']} "
+                 f"{results['score']:.2f}" + (f"  (EMA {ema_results['score']:.2f})" if ema_results else '')
+                 + f"  {seconds:.1f}s")
+    logger.scalar('train/loss', train_loss, epoch + 1)
+    logger.scalar(f"test/{results['score_name']}", results['score'], epoch + 1)
+
+
+def _save_epoch(save, run: RunState, epochs_done, results, rng, cfg: TrainConfig):
+    """latest.pt after every epoch, best.pt when the score improved, epoch_N.pt every N epochs."""
+    improved = results['score'] < run.best
+    run.best = min(run.best, results['score'])
+    save('latest.pt', epochs_done, 0, results, rng)
+    if improved:
+        save('best.pt', epochs_done, 0, results, rng)
+    if cfg.checkpoint_frequency and epochs_done % cfg.checkpoint_frequency == 0:
+        save(f'epoch_{epochs_done}.pt', epochs_done, 0, results, rng)
+
+
+def _finish(results, predictions, history, test_sequences, spec, cfg: TrainConfig, run_config, logger):
+    """Print the final table and write the results JSON, the protocol's exports and the curves."""
+    logger.print(format_results(results))
+    written = [n for n in ('latest.pt', 'best.pt', 'ema.pt') if os.path.isfile(os.path.join(cfg.checkpoint_dir, n))]
+    logger.print(f"INFO: checkpoints in {cfg.checkpoint_dir}: {', '.join(written)}"
+                 + (f'; log, tensorboard and results in {cfg.log_dir}' if cfg.log_dir else ''))
+    export_results(results, test_sequences, predictions, spec, cfg.log_dir or cfg.checkpoint_dir)
+    write_results(results, run_config, cfg.results_json, cfg.log_dir)
+    if cfg.export_training_curves and history:
+        from common.visualization import plot_training_curves
+        plot_training_curves(history, os.path.join(cfg.log_dir or cfg.checkpoint_dir, 'training_curves.png'))
+
+
 def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig, eval_cfg: EvalConfig,
         device, info: DistInfo, run_config: dict):
     """Train ``model`` and evaluate it after every epoch; returns the last results dict."""
-    state = _read_resume_state(cfg, model) if cfg.resume else None  # before anything is written
+    saved = _read_resume_state(cfg, model) if cfg.resume else None  # before anything is written
     if info.is_main:
         _prepare_checkpoint_dir(cfg.checkpoint_dir)
     logger = Logger(cfg.log_dir, info)
     seed_everything(cfg.seed + info.rank)  # per-rank dropout; the weights are broadcast by DDP
     model.to(device)
     optimizer = build_optimizer(model, cfg)
-    start_epoch, start_step, best, history, running, rng_to_restore = 0, 0, math.inf, [], None, None
-    if state is not None:
-        optimizer.load_state_dict(state['optimizer'])
-        start_epoch, start_step = state['epoch'], state.get('step', 0)
-        best, history = state.get('best', math.inf), state.get('history', [])
-        running = state.get('running_loss') if info.is_main else None
-        rng = state.get('rng')
-        rng_to_restore = rng[info.rank % len(rng)] if isinstance(rng, list) else rng
-        if state.get('world_size', 1) != info.world_size:
-            logger.print(f"WARNING: {cfg.resume} was written by {state.get('world_size', 1)} process(es), "
-                         f"resuming with {info.world_size}: the run continues but not bit for bit")
-        logger.print(f'INFO: resumed from {cfg.resume} at epoch {start_epoch + 1}, step {start_step}')
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None
-    if ema is not None and state is not None and state.get('ema_model') is not None:
-        ema.model.load_state_dict(state['ema_model'])
-
-    objective = TrainingObjective(model)
-    if info.enabled:
-        objective = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == 'cuda' else None,
-            find_unused_parameters=getattr(model, 'has_unused_parameters', False))
-    elif len(cfg.data_parallel) > 1 and device.type == 'cuda':
-        objective = nn.DataParallel(objective, device_ids=cfg.data_parallel)
-    if cfg.compile:
-        objective = torch.compile(objective)
-
+    run = _resume(cfg, saved, optimizer, ema, info, logger)
+    objective = _parallel_objective(model, cfg, info, device)
     if cfg.batch_size % (info.world_size * cfg.accumulate):
         logger.print(f'WARNING: batch size {cfg.batch_size} is not a multiple of {info.world_size} '
                      f'process(es) x {cfg.accumulate} micro-batches; micro-batches differ by one window')
@@ -276,24 +325,23 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
     epoch_steps = steps_per_epoch(len(train_set), info, per_rank_batch, cfg.max_steps_per_epoch)
 
     def save(name, epoch, step, results=None, rng=None, running_loss=None):
-        checkpoint = make_checkpoint(model, optimizer=optimizer.state_dict(), epoch=epoch, step=step, best=best,
-                                     history=history, rng=rng, running_loss=running_loss, config=run_config,
+        checkpoint = make_checkpoint(model, optimizer=optimizer.state_dict(), epoch=epoch, step=step, best=run.best,
+                                     history=run.history, rng=rng, running_loss=running_loss, config=run_config,
                                      world_size=info.world_size, results=results,
                                      ema_model=ema.model.state_dict() if ema else None)
         atomic_save(checkpoint, os.path.join(cfg.checkpoint_dir, name))
 
-    results = None
-    for epoch in range(start_epoch, cfg.epochs):
+    results = predictions = None
+    for epoch in range(run.epoch, cfg.epochs):
         lr = epoch_lr(cfg, epoch)
         for group in optimizer.param_groups:
             group['lr'] = lr * group.get('lr_scale', 1.0)
         train_set.set_epoch(epoch)
-        if hasattr(model, 'on_epoch_start'):
-            model.on_epoch_start(epoch, cfg.epochs)
-        sampler.set_epoch(epoch, skip=start_step * per_rank_batch)
-        if rng_to_restore is not None:
-            set_rng_state(rng_to_restore, device)
-            rng_to_restore = None
+        model.on_epoch_start(epoch, cfg.epochs)
+        sampler.set_epoch(epoch, skip=run.step * per_rank_batch)
+        if run.rng is not None:
+            set_rng_state(run.rng, device)
+            run.rng = None
 
         def on_step(step, total, count, epoch=epoch):
             if step < epoch_steps:  # the epoch's end saves anyway
@@ -304,9 +352,9 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
 
         t0 = time.time()
         train_loss = train_one_epoch(objective, optimizer, loader, cfg, device, epoch, info, ema,
-                                     on_step if cfg.checkpoint_steps else None, start_step, running,
+                                     on_step if cfg.checkpoint_steps else None, run.step, run.running,
                                      on_step_every=cfg.checkpoint_steps or 1)
-        start_step, running = 0, None
+        run.step, run.running = 0, None
         rng = gather_objects(rng_state(device), info)
         for module in (model, ema.model if ema else None):
             if module is not None:
@@ -314,21 +362,9 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
         results, predictions = evaluate(model, test_sequences, spec, eval_cfg, device, info,
                                         return_predictions=True)
         ema_results = evaluate(ema.model, test_sequences, spec, eval_cfg, device, info) if ema else None
-        history.append({'epoch': epoch + 1, 'lr': lr, 'train_loss': train_loss, 'test': results['score'],
-                        'test_ema': ema_results['score'] if ema_results else None, 'seconds': time.time() - t0})
-        logger.print(f"[{epoch + 1}] lr {lr:.6g}  train loss {train_loss:.5f}  test {results['score_name']} "
-                     f"{results['score']:.2f}" + (f"  (EMA {ema_results['score']:.2f})" if ema_results else '')
-                     + f"  {time.time() - t0:.1f}s")
-        logger.scalar('train/loss', train_loss, epoch + 1)
-        logger.scalar(f"test/{results['score_name']}", results['score'], epoch + 1)
+        _log_epoch(logger, run, epoch, lr, train_loss, results, ema_results, time.time() - t0)
         if info.is_main:
-            improved = results['score'] < best
-            best = min(best, results['score'])
-            save('latest.pt', epoch + 1, 0, results, rng)
-            if improved:
-                save('best.pt', epoch + 1, 0, results, rng)
-            if cfg.checkpoint_frequency and (epoch + 1) % cfg.checkpoint_frequency == 0:
-                save(f'epoch_{epoch + 1}.pt', epoch + 1, 0, results, rng)
+            _save_epoch(save, run, epoch + 1, results, rng, cfg)
             if ema is not None:  # the EMA weights as a model of their own (--evaluate ema.pt)
                 atomic_save(make_checkpoint(ema.model, epoch=epoch + 1, config=run_config, results=ema_results),
                             os.path.join(cfg.checkpoint_dir, 'ema.pt'))
@@ -338,13 +374,7 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
         results, predictions = evaluate(model, test_sequences, spec, eval_cfg, device, info,
                                         return_predictions=True)
     if info.is_main:
-        logger.print(format_results(results))
-        export_results(results, test_sequences, predictions, spec, cfg.log_dir or cfg.checkpoint_dir)
-        write_results(results, run_config, cfg.results_json, cfg.log_dir)
-        if cfg.export_training_curves and history:
-            from common.visualization import plot_training_curves
-            directory = cfg.log_dir or cfg.checkpoint_dir
-            plot_training_curves(history, os.path.join(directory, 'training_curves.png'))
+        _finish(results, predictions, run.history, test_sequences, spec, cfg, run_config, logger)
     logger.close()
     return results
 

@@ -11,20 +11,19 @@ import torch
 
 from common.dist import DistInfo, gather_objects
 from common.inference import predict_sequence
-from common.metrics import METRIC_NAMES, ActionwiseMeter, zero_root
-from common.units import unit_scale
+from common.metrics import METRIC_NAMES, ActionwiseMeter
+from common.mpi_inf_3dhp_protocol import evaluate_3dhp, export_3dhp, format_3dhp
+from common.pose_codec import unit_scale, zero_root
 
 
 @dataclass
 class EvalConfig:
     """flip -- test-time flip averaging; zero_root -- zero the predicted root before scoring
-    (None: the model's own convention, ``model.eval_zero_root``); tds -- temporal
-    downsampling of centre-frame windows; max_batch -- windows per forward pass; refine --
-    a refine module applied to every predicted frame (P-STMO / Strided protocol: it uses the
-    ground-truth root depth and the camera intrinsics), or None."""
+    (None: the model's own convention, ``model.eval_zero_root``); max_batch -- windows per
+    forward pass; refine -- a refine module applied to every predicted frame (P-STMO / Strided
+    protocol: it uses the ground-truth root depth and the camera intrinsics), or None."""
     flip: bool = True
     zero_root: Optional[bool] = None
-    tds: int = 1
     max_batch: int = 1024
     refine: Optional[torch.nn.Module] = None
 
@@ -68,11 +67,11 @@ def predict_all(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo 
     """Predictions [T, J, 3] (numpy, metres) for every sequence, sharded over ranks and
     gathered, so every rank returns the same list as a single process would."""
     model.eval()
-    refiner = cfg.refine if cfg.refine is not None else getattr(model, 'refiner', None)
+    refiner = cfg.refine if cfg.refine is not None else model.evaluation_refiner()
     mine = []
     for group in length_groups(sequences)[info.rank::info.world_size]:
         pose2d = torch.from_numpy(np.stack([sequences[i].pose2d for i in group])).to(device)
-        preds = predict_sequence(model, pose2d, spec.flip_pairs if cfg.flip else None, cfg.tds, cfg.max_batch)
+        preds = predict_sequence(model, pose2d, spec.flip_pairs if cfg.flip else None, cfg.max_batch)
         for row, index in enumerate(group):
             pred = preds[row:row + 1]
             if refiner is not None:
@@ -92,10 +91,10 @@ def refine_sequence(refine, seq, pose2d, pred, root_joint, scale=1.0):
     predicted depths, the ground-truth root depth and the intrinsics. ``scale``: the lifter's
     units per metre (1000 for a millimetre model); the module works in the lifter's unit."""
     from models.refine import refine_inputs
-    if seq.pose3d is None or seq.intrinsics is None:
+    if seq.trajectory is None or seq.intrinsics is None:
         raise ValueError('the refine module needs ground-truth root depth and camera intrinsics')
     x = pred[0][:, None] * scale  # [T, 1, J, 3]; the releases refine it as predicted (root not reset)
-    depth = torch.as_tensor(seq.pose3d[:, root_joint, 2:3] * scale, dtype=x.dtype, device=x.device)
+    depth = torch.as_tensor(seq.trajectory[:, 2:3] * scale, dtype=x.dtype, device=x.device)
     intrinsics = torch.as_tensor(seq.intrinsics, dtype=x.dtype, device=x.device).expand(len(x), -1)
     x_1 = refine_inputs(pose2d[0][:, None], x, depth, intrinsics)
     return refine(x, x_1)[:, 0][None] / scale
@@ -105,11 +104,11 @@ def evaluate(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = D
              return_predictions=False):
     """Results dict of ``spec.evaluator`` for ``model`` on ``sequences`` (and the
     predictions, [T, J, 3] per sequence, when ``return_predictions``)."""
-    if getattr(model, 'is_pretraining', False):
+    if model.is_pretraining:
         results = evaluate_reconstruction(model, sequences, device, info)
         return (results, None) if return_predictions else results
     predictions = predict_all(model, sequences, spec, cfg, device, info)
-    zero = getattr(model, 'eval_zero_root', False) if cfg.zero_root is None else cfg.zero_root
+    zero = model.eval_zero_root if cfg.zero_root is None else cfg.zero_root
     results = EVALUATORS[spec.evaluator](sequences, predictions, spec, zero)
     results['flip_test'] = bool(cfg.flip)
     results['zero_predicted_root'] = bool(zero)
@@ -122,7 +121,7 @@ def evaluate_reconstruction(model, sequences, device, info: DistInfo = DistInfo(
     masks drawn from a fixed seed so that the number is comparable between epochs."""
     from common.generators import WindowConfig, WindowDataset
     windows = WindowDataset(sequences, WindowConfig('seq2frame', frames=model.receptive_field,
-                                                    stride=model.receptive_field, flip=False), root_joint=None)
+                                                    stride=model.receptive_field, flip=False))
     model.eval()
     state = torch.get_rng_state()
     torch.manual_seed(seed)
@@ -174,9 +173,7 @@ def evaluate_actionwise(sequences, predictions, spec, zero_predicted_root):
     plain mean over groups (see data-formats 3.1)."""
     meter = ActionwiseMeter()
     for seq, pred in zip(sequences, predictions):
-        target = seq.pose3d.copy()
-        if spec.root_joint is not None:
-            target[:, spec.root_joint] = 0
+        target = seq.pose3d
         pred = torch.from_numpy(pred).double()
         if zero_predicted_root:
             pred = zero_root(pred, spec.root_joint)
@@ -188,3 +185,6 @@ def evaluate_actionwise(sequences, predictions, spec, zero_predicted_root):
     results['frame_weighted'] = _to_mm(raw['frame_weighted'])
     results['score'], results['score_name'] = results['mpjpe'], 'MPJPE'
     return results
+
+
+register_evaluator('mpi_inf_3dhp', format_3dhp, export_3dhp)(evaluate_3dhp)

@@ -17,7 +17,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from common.datasets import Sequence
+from common.records import Sequence
 
 
 @dataclass
@@ -39,14 +39,14 @@ class WindowConfig:
 class WindowDataset(torch.utils.data.Dataset):
     """Map-style dataset of windows; ``__getitems__`` gathers a whole batch at once.
 
-    Items are dicts: 'input2d' [F, J, 2], 'target3d' [F, J, 3] (root zeroed),
-    'intrinsics' [9] (zeros if unknown), 'root_depth' [F] (the root's camera-frame depth before
-    zeroing, metres; for the refine module). Call ``set_epoch(e)`` before each epoch:
+    Items are dicts: 'input2d' [F, J, 2], 'target3d' [F, J, 3] (root-relative),
+    'intrinsics' [9] (zeros if unknown), 'root_depth' [F] (the root's camera-frame depth,
+    metres, 0 if unknown; for the refine module). Call ``set_epoch(e)`` before each epoch:
     shifts and flips are drawn from (seed, epoch), so any worker count, any rank and a
     resumed run all see the same windows."""
 
-    def __init__(self, sequences: List[Sequence], config: WindowConfig, root_joint=0,
-                 flip_pairs=None, joints_flip_pairs=None, causal_shift=0):
+    def __init__(self, sequences: List[Sequence], config: WindowConfig, flip_pairs=None, joints_flip_pairs=None,
+                 causal_shift=0):
         self.config = config
         self.causal_shift = causal_shift
         self.frames = config.frames
@@ -54,12 +54,9 @@ class WindowDataset(torch.utils.data.Dataset):
         self.seq_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         self.seq_length = lengths
         self.pose2d = torch.from_numpy(np.concatenate([s.pose2d for s in sequences]).astype(np.float32))
-        target = np.concatenate([s.pose3d for s in sequences]).astype(np.float32)
-        self.root_depth = (torch.zeros(len(target)) if root_joint is None
-                           else torch.from_numpy(target[:, root_joint, 2].copy()))
-        if root_joint is not None:
-            target[:, root_joint] = 0
-        self.target3d = torch.from_numpy(target)
+        self.target3d = torch.from_numpy(np.concatenate([s.pose3d for s in sequences]).astype(np.float32))
+        self.root_depth = torch.from_numpy(np.concatenate([
+            s.trajectory[:, 2] if s.trajectory is not None else np.zeros(len(s)) for s in sequences]).astype(np.float32))
         self.intrinsics = torch.from_numpy(np.stack([
             s.intrinsics if s.intrinsics is not None else np.zeros(9, np.float32) for s in sequences]))
         self.flip_pairs = flip_pairs
@@ -118,7 +115,7 @@ class WindowDataset(torch.utils.data.Dataset):
         intrinsics = self.intrinsics[seq].clone()
         flip = torch.from_numpy(self.flipped[np.asarray(index)])
         if flip.any():
-            from common.inference import mirror_pose
+            from common.pose_codec import mirror_pose
             left, right = self.flip_pairs
             jl, jr = self.joints_flip_pairs
             input2d[flip] = mirror_pose(input2d[flip], list(left), list(right))

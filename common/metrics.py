@@ -21,7 +21,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 
 __all__ = ['joint_errors', 'mpjpe', 'p_mpjpe', 'n_mpjpe', 'mpjve', 'per_joint_error',
-           'procrustes_align', 'zero_root', 'stream_metrics', 'action_group', 'ActionwiseMeter',
+           'procrustes_align', 'stream_metrics', 'action_group', 'ActionwiseMeter',
            'PCK_GROUPS_3DHP_17', 'PCK_GROUPS_3DHP_14', 'MPII3D_14_FROM_17', 'ACTIVITY_NAMES_3DHP',
            'AUC_THRESHOLDS_MM', 'groups_through', 'pck', 'auc', 'protocol_table', 'mpii3d_protocol']
 
@@ -113,17 +113,6 @@ def mpjve(pred, target, reduce: str = 'mean'):
     _check_shapes(pred, target)
     assert pred.dim() >= 3, 'velocity needs [..., T, J, 3]'
     return _reduce(joint_errors(pred.diff(dim=-3), target.diff(dim=-3)), reduce)
-
-
-def zero_root(pose, root):
-    """A copy of ``pose`` [..., J, C] with the root joint(s) set to 0; ``root`` None keeps it.
-
-    P-STMO-style scoring zeroes the predicted root; VideoPose3D scores it as predicted."""
-    if root is None:
-        return pose
-    pose = pose.clone()
-    pose[..., root, :] = 0
-    return pose
 
 
 def stream_metrics(pred, target) -> Dict[str, float]:

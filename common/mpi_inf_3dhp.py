@@ -14,11 +14,11 @@ import zipfile
 
 import numpy as np
 
-from common.camera import normalize_screen_coordinates
-from common.datasets import (DataConfig, DatasetSpec, Sequence, check_finite_2d, find_data_file,
+from common.records import (DataConfig, DatasetSpec, Sequence, check_finite_2d, find_data_file,
                              load_npz_entries, register_dataset)
 from common.errors import UserError
 from common.metrics import MPII3D_14_FROM_17
+from common.pose_codec import normalize_screen_coordinates, split_trajectory
 from common.skeleton import MPI_INF_3DHP_14, MPI_INF_3DHP_17
 
 PSTMO_ORIGIN = "download P-STMO's processed MPI-INF-3DHP files (Google Drive link in P-STMO's README)"
@@ -96,10 +96,9 @@ def _clip(arrays, subset, step, rng):
 
 
 def _relative_to_root(pose3d_mm):
-    """[N, 17, 3] mm -> metres, joints relative to the pelvis, the pelvis keeping its position."""
-    pose = pose3d_mm / 1000.0
-    pose[:, np.arange(17) != ROOT_17] -= pose[:, ROOT_17:ROOT_17 + 1]
-    return pose.astype(np.float32)
+    """[N, 17, 3] mm -> (metres relative to the pelvis [N, 17, 3], pelvis trajectory [N, 3])."""
+    relative, trajectory = split_trajectory(pose3d_mm / 1000.0, ROOT_17)
+    return relative.astype(np.float32), trajectory.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- P-STMO files (17 joints)
@@ -163,10 +162,11 @@ def load_3dhp(config: DataConfig):
                     raise UserError(f"'{train_path}': {where} should hold 'data_2d' and 'data_3d'")
                 pose2d, _, pose3d = _checked_stream(train_path, where, stream['data_2d'], stream['data_3d'],
                                                     17, image_size(subject))
-                pose2d, pose3d = _clip([pose2d, _relative_to_root(pose3d)], config.subset, config.downsample, rng)
+                pose2d, pose3d, trajectory = _clip([pose2d, *_relative_to_root(pose3d)], config.subset,
+                                                   config.downsample, rng)
                 train.append(Sequence(pose2d=pose2d, pose3d=pose3d, subject=subject, action=seq_name,
                                       camera=int(camera) if str(camera).isdigit() else 0, group=subject,
-                                      image_size=image_size(subject)))
+                                      image_size=image_size(subject), trajectory=trajectory))
     if config.actions and not train and not config.test_only:
         raise UserError(f"no training sequence matches the filter {list(config.actions)} (names: Seq1, Seq2)")
 
@@ -182,9 +182,10 @@ def load_3dhp(config: DataConfig):
         valid = np.asarray(entry['valid']).reshape(-1) > 0.5
         if len(valid) != len(pose2d):
             raise UserError(f"'{test_path}': {name} has {len(pose2d)} frames but {len(valid)} valid flags")
+        relative, trajectory = _relative_to_root(pose3d)
         test.append(Sequence(
-            pose2d=pose2d, pose3d=_relative_to_root(pose3d), subject=name, action=name, camera=0, group=name,
-            valid=valid, image_size=image_size(name), labels=_labels_for(labels, name, len(valid), valid)))
+            pose2d=pose2d, pose3d=relative, subject=name, action=name, camera=0, group=name, valid=valid,
+            image_size=image_size(name), labels=_labels_for(labels, name, len(valid), valid), trajectory=trajectory))
     if labels is None:
         print(f'INFO: no {ACTIVITY_FILE} next to the test file (the public files carry no activity '
               'labels): per-activity tables are omitted')
@@ -251,7 +252,3 @@ def load_synthetic_mpii3d(config: DataConfig):
     from common.synthetic import ensure_synthetic
     directory = ensure_synthetic(os.path.join(config.root_path, 'synthetic_3dhp'), kind='3dhp')
     return load_mpii3d(DataConfig(**{**config.__dict__, 'root_path': directory, 'dataset': 'mpii3d'}))
-
-
-# the protocol (evaluator, sheet and .mat export) registers itself with the engine
-import common.mpi_inf_3dhp_protocol  # noqa: E402,F401

@@ -10,10 +10,10 @@ import re
 import numpy as np
 import torch
 
-from common.evaluation import register_evaluator
 from common.skeleton import MPI_INF_3DHP_17
 from common.metrics import (ACTIVITY_NAMES_3DHP, PCK_GROUPS_3DHP_17, groups_through, joint_errors,
-                            mpii3d_protocol, zero_root)
+                            mpii3d_protocol)
+from common.pose_codec import zero_root
 
 # ----------------------------------------------------------------------------- protocol
 
@@ -35,8 +35,6 @@ def scored_errors(sequences, predictions, spec, zero_predicted_root):
     for seq, pred in zip(sequences, predictions):
         valid = valid_frames(seq)
         target = torch.from_numpy(np.asarray(seq.pose3d[valid], np.float64))
-        if spec.root_joint is not None:
-            target[:, spec.root_joint] = 0
         pred = torch.from_numpy(np.asarray(pred[valid], np.float64))
         if zero_predicted_root:
             pred = zero_root(pred, spec.root_joint)
@@ -202,5 +200,3 @@ def export_3dhp(results, sequences, predictions, spec, directory):
               'layout with every test frame (-d 3dhp)')
     print(f"INFO: MPI-INF-3DHP results written to {', '.join(written)}")
 
-
-register_evaluator('mpi_inf_3dhp', format_3dhp, export_3dhp)(evaluate_3dhp)

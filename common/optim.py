@@ -44,7 +44,7 @@ def parameter_groups(model, cfg):
 
 
 def build_optimizer(model, cfg):
-    name = cfg.optimizer or getattr(model, 'default_optimizer', 'adamw')
+    name = cfg.optimizer or model.default_optimizer
     params = parameter_groups(model, cfg)
     if name == 'adamw':
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

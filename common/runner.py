@@ -4,20 +4,16 @@ Run scripts call ``main(argv, preset)``; this is the only module that reads the
 argparse namespace, and it turns it into plain config objects at once.
 """
 import contextlib
-import json
 import os
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
-import numpy as np
-import torch
-
-from common.arguments import (RELEASE_SWITCH_DEFAULTS, accepted_kwargs, build_parser, check_conflicts,
-                              checkpoint_to_evaluate, checkpoint_to_finetune, checkpoint_to_resume, explicit_model_kwargs,
-                              infer_model_name)
-from common.checkpoint import load_checkpoint, model_spec_from_checkpoint, read_checkpoint, split_checkpoint
+from common.arguments import build_parser
+from common.command_line import (accepted_kwargs, check_conflicts, checkpoint_to_evaluate, checkpoint_to_finetune,
+                                 checkpoint_to_resume, explicit_model_kwargs, infer_model_name)
+from common import compat
+from common.checkpoint import load_checkpoint, split_checkpoint
 from common.datasets import DataConfig, load_dataset
 from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
 from common.errors import UserError, exit_status
@@ -44,28 +40,53 @@ def data_config(args, preset: ScriptPreset, test_only=False) -> DataConfig:
                       virtual_cameras=args.virtual_cameras, test_only=test_only)
 
 
+# Model keywords that change how a stored network runs, not what it is: they apply to a checkpoint.
+RUNTIME_MODEL_FLAGS = ('chunk_size', 'train_mode', 'dropout')
+
+
+def _same(a, b):
+    return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+
+
 def build_lifter(args, spec, checkpoint=None):
-    """(model, name, config): from the checkpoint's own record when there is one, with
-    the model flags given on the command line taking precedence; from the flags alone (with the
-    release's meaning of absent switches) otherwise."""
+    """(model, name, config): from the checkpoint's record when there is one (flags that only
+    change how it runs apply; flags that contradict it are an error); from the flags alone (with
+    the release's meaning of absent switches) otherwise."""
     from models import build_model, get_entry
-    explicit = explicit_model_kwargs(args)
-    if checkpoint is not None and not args.model:
-        name, config = model_spec_from_checkpoint(checkpoint)
+    record = None
+    if checkpoint is not None:
+        try:
+            name, record = compat.model_spec_from_checkpoint(checkpoint)
+        except UserError:
+            if not args.model:
+                raise
+            name = args.model  # an official file no detector recognises: the flags say what it is
     else:
-        name, config = infer_model_name(args), None
+        name = infer_model_name(args)
     try:
         entry = get_entry(name)
+        if record is not None and args.model and get_entry(args.model).name != entry.name:
+            raise UserError(f'--model {args.model}, but the checkpoint holds {entry.name}: drop --model '
+                            f'(the file decides the architecture)')
     except KeyError as err:
         raise UserError(str(err.args[0])) from None
-    if config is None:
-        config = dict(RELEASE_SWITCH_DEFAULTS.get(entry.name, {}))
-    defaults = {'num_joints': spec.num_joints, 'dataset': spec.name}
-    config = {**accepted_kwargs(entry.factory, defaults), **config,
-              **accepted_kwargs(entry.factory, explicit)}
+    explicit = accepted_kwargs(entry.factory, explicit_model_kwargs(args))
+    if record is not None:
+        clash = [k for k, v in explicit.items() if k in record and k not in RUNTIME_MODEL_FLAGS
+                 and not _same(v, record[k])]
+        if clash:
+            raise UserError('the checkpoint holds ' + ', '.join(f'{k}={record[k]!r}' for k in clash)
+                            + '; the command line asks for ' + ', '.join(f'{k}={explicit[k]!r}' for k in clash)
+                            + ': drop those flags (the file decides the architecture)')
+    config = dict(compat.RELEASE_SWITCH_DEFAULTS.get(entry.name, {})) if record is None else record
+    defaults = {'num_joints': spec.num_joints, 'layout': spec.skeleton.name}
+    config = {**accepted_kwargs(entry.factory, defaults), **config, **explicit}
     ours = checkpoint is not None and split_checkpoint(checkpoint)[1]
     if args.output_unit or not ours:  # ours keep their record (none: metres, as before units were recorded)
         config['output_unit'] = args.output_unit or spec.release_units.get(entry.name, 'm')
+    step = args.tds or (compat.legacy_frame_step(checkpoint) if ours else None)
+    if step:
+        config['frame_step'] = step
     try:
         model = build_model(name, **config)
     except (TypeError, ValueError) as err:
@@ -73,53 +94,37 @@ def build_lifter(args, spec, checkpoint=None):
     return model, name, config
 
 
-def window_config(args, model, tds) -> WindowConfig:
+def window_config(args, model) -> WindowConfig:
     kind = 'seq2seq' if model.predicts == 'sequence' else 'seq2frame'
-    return WindowConfig(kind=kind, frames=model.receptive_field, stride=args.stride,
-                        random_shift=args.random_shift, tds=tds, flip=args.data_augmentation, seed=args.seed)
+    return WindowConfig(kind=kind, frames=model.receptive_field, stride=args.stride, random_shift=args.random_shift,
+                        tds=model.frame_step, flip=args.data_augmentation, seed=args.seed)
 
 
 def load_refine(args, spec, device, model=None):
     """The refine module of --refine --refine_reload 1: --previous_refine_name FILE, or the
     first 'r*.pth' of a --previous_dir folder (Strided Transformer layout). None without
     --refine, or when ``model`` brings its own refiner (trained with --refine) and no file is named."""
-    if not args.refine or (hasattr(model, 'refiner') and not args.refine_reload):
+    if not args.refine or (model is not None and model.evaluation_refiner() is not None and not args.refine_reload):
         return None
-    path = args.previous_refine_name
-    if path is None and args.previous_dir and os.path.isdir(args.previous_dir):
-        names = sorted(n for n in os.listdir(args.previous_dir) if n.endswith('.pth') and n.startswith('r'))
-        path = os.path.join(args.previous_dir, names[0]) if names else None
+    path = compat.refine_file(args.previous_refine_name, args.previous_dir)
     if not (args.refine_reload and path):
         raise UserError('--refine at evaluation needs --refine_reload 1 and --previous_refine_name FILE')
-    from models import build_model
-    checkpoint = read_checkpoint(path, args.trust_checkpoint)
-    state_dict, ours, meta = split_checkpoint(checkpoint)
-    if ours and meta.get('model_name') == 'refined':  # a lifter + refiner file: its refiner's weights
-        checkpoint = {k[len('refiner.'):]: v for k, v in state_dict.items() if k.startswith('refiner.')}
-    refine = build_model('refine', num_joints=spec.num_joints)
-    load_checkpoint(refine, checkpoint)
-    return refine.to(device).eval()
+    return compat.load_refiner(path, spec.num_joints, args.trust_checkpoint).to(device).eval()
 
 
 def attach_refiner(args, lifter, spec, train_seqs):
     """--refine while training: (model, name, config) of the lifter as loaded and a refine
     module (fresh, or from --refine_reload 1 --previous_refine_name) trained together."""
-    from models.refine import with_refiner
-    if any(seq.intrinsics is None or seq.pose3d is None for seq in train_seqs):
+    if any(seq.intrinsics is None or seq.trajectory is None for seq in train_seqs):
         raise UserError('--refine needs camera intrinsics and 3D ground truth for every training stream '
                         '(Human3.6M files have them)')
-    try:
-        model = with_refiner(lifter)
-    except ValueError as err:
-        raise UserError(f'--refine: {err}') from None
-    if args.refine_reload:
-        model.refiner.load_state_dict(load_refine(args, spec, 'cpu').state_dict())
+    model = compat.pair_with_refiner(lifter, load_refine(args, spec, 'cpu') if args.refine_reload else None)
     return model, 'refined', model.model_config
 
 
-def eval_config(args, tds, refine=None) -> EvalConfig:
+def eval_config(args, refine=None) -> EvalConfig:
     zero = {'auto': None, 'yes': True, 'no': False}[args.eval_zero_root]
-    return EvalConfig(flip=args.test_time_augmentation, zero_root=zero, tds=tds, refine=refine)
+    return EvalConfig(flip=args.test_time_augmentation, zero_root=zero, refine=refine)
 
 
 def default_log_dir(args, name):
@@ -137,52 +142,44 @@ def load_data(args, preset: ScriptPreset, test_only=False):
 
 
 def prepare_model(args, spec):
-    """(model, name, config, checkpoint object or None, evaluation path or None, tds).
+    """(model, name, config, checkpoint object or None, evaluation path or None).
     The model is built from the checkpoint's record when evaluating or fine-tuning (weights not
     yet loaded)."""
     evaluate_path = checkpoint_to_evaluate(args)
     source = evaluate_path or checkpoint_to_finetune(args)
-    if source and source.endswith('.h5'):  # released Uplift-and-Upsample Keras weights
-        from common.checkpoint import make_checkpoint
-        from common.keras_import import uplift_model_from_h5
-        checkpoint = make_checkpoint(uplift_model_from_h5(source))
-    else:
-        checkpoint = read_checkpoint(source, args.trust_checkpoint) if source else None
-    stored = checkpoint.get('config', {}) if isinstance(checkpoint, dict) else {}
-    tds = args.tds or (stored.get('tds') if isinstance(stored, dict) else None) or 1
+    checkpoint = compat.read_model_file(source, args.trust_checkpoint) if source else None
     model, name, model_config = build_lifter(args, spec, checkpoint)
-    return model, name, model_config, checkpoint, evaluate_path, tds
+    return model, name, model_config, checkpoint, evaluate_path
 
 
 def load_model_for_inference(args, spec, device):
     """A model with weights loaded from the checkpoint the flags name, on ``device``, in eval
-    mode; returns (model, tds)."""
-    model, _, _, checkpoint, path, tds = prepare_model(args, spec)
+    mode."""
+    model, _, _, checkpoint, path = prepare_model(args, spec)
     if path is None:
         raise UserError('no checkpoint given: use -c DIR --evaluate FILE (or --reload 1 --previous_dir FILE)')
     load_checkpoint(model, checkpoint)
-    return model.to(device).eval(), tds
+    return model.to(device).eval()
 
 
 def evaluation_variants(model, forced=None):
     """(label, attribute settings) of each evaluation a model's paper reports (Uplift-and-Upsample:
     one per keyframe spacing s_in); [(None, {})] for a single evaluation."""
-    variants = list(getattr(model, 'evaluation_variants', []))
+    variants = model.evaluation_variants()
     if forced is not None:
         variants = [v for v in variants if forced in v[1].values()]
         if not variants:
             raise UserError(f'--forced_mask_stride {forced} is not one of this model\'s keyframe spacings')
-    return variants or [(None, {})]
+    return variants
 
 
-def evaluate_checkpoint(args, model, test_seqs, spec, tds, device, info, run_config):
+def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
     """Evaluate a loaded model (once per evaluation variant), print, save JSON and exports."""
     from common.engine import write_results
-    cfg = eval_config(args, tds, load_refine(args, spec, device, model))
+    cfg = eval_config(args, load_refine(args, spec, device, model))
     runs = {}
     for label, settings in evaluation_variants(model, args.mask_stride):
-        for attribute, value in settings.items():
-            setattr(model, attribute, value)
+        model.use_evaluation_variant(settings)
         results, predictions = evaluate(model, test_seqs, spec, cfg, device, info, return_predictions=True)
         if info.is_main:
             print((f'== {label} ==\n' if label else '') + format_results(results))
@@ -194,8 +191,11 @@ def evaluate_checkpoint(args, model, test_seqs, spec, tds, device, info, run_con
             print(' | '.join([results['score_name']] + list(runs)))
             print(' | '.join([run_config['model']] + [f"{r['score']:.1f}" for r, _ in runs.values()]))
     if info.is_main:
-        write_results(results, run_config, args.results_json, args.log if (args.log and not args.nolog) else None)
-        export_results(results, test_seqs, predictions, spec, args.checkpoint)
+        log_dir = default_log_dir(args, run_config['model'])  # results.json there too, unless --nolog
+        write_results(results, run_config, args.results_json, log_dir)
+        # protocol files (3DHP CSV and .mat) go next to the results, not over another run's
+        beside = os.path.dirname(os.path.abspath(args.results_json)) if args.results_json else args.checkpoint
+        export_results(results, test_seqs, predictions, spec, log_dir or beside)
     return results
 
 
@@ -206,8 +206,11 @@ def run(args, preset: ScriptPreset, info: DistInfo):
     configure_determinism(args.deterministic)
     seed_everything(args.seed)  # the initial weights follow --seed (the same on every rank)
     train_seqs, test_seqs, spec, data = load_data(args, preset, test_only=checkpoint_to_evaluate(args) is not None)
-    model, name, model_config, checkpoint, evaluate_path, tds = prepare_model(args, spec)
-    run_config = {'script': preset.script, 'model': name, 'model_config': model_config, 'tds': tds,
+    model, name, model_config, checkpoint, evaluate_path = prepare_model(args, spec)
+    if 'image_features' in model.inputs:
+        raise UserError(f'{name} lifts from the feature maps of an image backbone; the keypoint datasets '
+                        f'(-d {args.dataset}) have no images, so it can neither train nor be evaluated here')
+    run_config = {'script': preset.script, 'model': name, 'model_config': model_config, 'tds': model.frame_step,
                   'data': asdict(data), 'argv': sys.argv[1:]}
     if info.is_main:
         params = sum(p.numel() for p in model.parameters())
@@ -218,14 +221,13 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         load_checkpoint(model, checkpoint)
         if evaluate_path:
             model.to(device)
-            return evaluate_checkpoint(args, model, test_seqs, spec, tds, device, info,
+            return evaluate_checkpoint(args, model, test_seqs, spec, device, info,
                                        {**run_config, 'checkpoint': evaluate_path})
         if info.is_main:
             print(f'INFO: training starts from {checkpoint_to_finetune(args)}')
 
     if args.MAE_reload:
-        from common.checkpoint import transfer_matching_weights
-        copied = transfer_matching_weights(model, read_checkpoint(args.previous_dir, args.trust_checkpoint))
+        copied = compat.transfer_stage_one(model, args.previous_dir, args.trust_checkpoint)
         if info.is_main:
             print(f'INFO: copied {len(copied)} tensors from stage I checkpoint {args.previous_dir}')
 
@@ -234,9 +236,8 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         run_config.update(model=name, model_config=model_config)
     from common.engine import TrainConfig, fit
     train_cfg = TrainConfig(
-        epochs=args.epochs or 60, batch_size=args.batch_size or 1024, lr=args.lr or 1e-3,
-        lr_decay=args.lr_decay if args.lr_decay is not None else 0.95,
-        weight_decay=args.weight_decay if args.weight_decay is not None else 0.0, optimizer=args.optimizer,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+        weight_decay=args.weight_decay, optimizer=args.optimizer,
         warmup_epochs=args.warmup, clip_grad=args.clip_grad, amp=args.amp, ema=args.ema,
         accumulate=args.accumulate, compile=args.compile, workers=args.workers, seed=args.seed,
         checkpoint_dir=args.checkpoint, checkpoint_frequency=args.checkpoint_frequency,
@@ -247,10 +248,9 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         group_lrs={'refiner.': args.lr_refine} if args.refine and args.lr_refine else {})
     if not train_seqs:
         raise UserError('no training streams: check -str / -a / --subset')
-    train_set = WindowDataset(train_seqs, window_config(args, model, tds), spec.root_joint,
-                              spec.flip_pairs, (list(spec.skeleton.joints_left), list(spec.skeleton.joints_right)),
-                              causal_shift=getattr(model, 'causal_shift', 0))
-    return fit(model, train_set, test_seqs, spec, train_cfg, eval_config(args, tds), device, info, run_config)
+    train_set = WindowDataset(train_seqs, window_config(args, model), spec.flip_pairs, spec.skeleton.flip_pairs,
+                              causal_shift=model.causal_shift)
+    return fit(model, train_set, test_seqs, spec, train_cfg, eval_config(args), device, info, run_config)
 
 
 def main(argv, preset: ScriptPreset):

@@ -1,6 +1,7 @@
-"""Joint orders, parents and left/right lists of the skeletons the datasets use."""
+"""Joint layouts as data: joint order, parents, left/right pairs and root of every skeleton,
+keyed by layout name (``LAYOUTS``), not by dataset: models take a layout, datasets declare one."""
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -8,12 +9,19 @@ import numpy as np
 @dataclass(frozen=True)
 class Skeleton:
     """name -- layout name; parents -- parent index per joint (-1 for the root);
-    joints_left / joints_right -- mirrored pairs, in matching order; joint_names."""
+    joints_left / joints_right -- mirrored pairs, in matching order; joint_names;
+    root -- the joint that carries the trajectory (None: the layout has no root joint)."""
     name: str
     parents: Tuple[int, ...]
     joints_left: Tuple[int, ...]
     joints_right: Tuple[int, ...]
     joint_names: Tuple[str, ...]
+    root: Optional[int] = None
+
+    @property
+    def flip_pairs(self):
+        """(left joints, right joints) as lists, for mirroring."""
+        return list(self.joints_left), list(self.joints_right)
 
     @property
     def num_joints(self) -> int:
@@ -35,7 +43,7 @@ H36M_RAW_PARENTS = (-1, 0, 1, 2, 3, 4, 0, 6, 7, 8, 9, 0, 11, 12, 13, 14, 12, 16,
 H36M_KEPT_JOINTS = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 
 H36M_17 = Skeleton(
-    name='h36m',
+    name='h36m_17', root=0,
     parents=(-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15),
     joints_left=(4, 5, 6, 11, 12, 13),
     joints_right=(1, 2, 3, 14, 15, 16),
@@ -44,7 +52,7 @@ H36M_17 = Skeleton(
                  'left_wrist', 'right_shoulder', 'right_elbow', 'right_wrist'))
 
 MPI_INF_3DHP_17 = Skeleton(
-    name='mpii3d_univ',
+    name='mpii3d_univ_17', root=14,
     parents=(1, 15, 1, 2, 3, 1, 5, 6, 14, 8, 9, 14, 11, 12, -1, 14, 1),
     joints_left=(5, 6, 7, 11, 12, 13),
     joints_right=(2, 3, 4, 8, 9, 10),
@@ -53,13 +61,28 @@ MPI_INF_3DHP_17 = Skeleton(
                  'right_ankle', 'left_hip', 'left_knee', 'left_ankle', 'pelvis', 'spine', 'head'))
 
 MPI_INF_3DHP_14 = Skeleton(
-    name='mpii3d',
+    name='mpii3d_14',
     parents=(1, 2, 8, 9, 3, 4, 7, 8, 12, 12, 9, 10, -1, 12),
     joints_left=(3, 4, 5, 9, 10, 11),
     joints_right=(0, 1, 2, 6, 7, 8),
     joint_names=('right_ankle', 'right_knee', 'right_hip', 'left_hip', 'left_knee', 'left_ankle',
                  'right_wrist', 'right_elbow', 'right_shoulder', 'left_shoulder', 'left_elbow',
                  'left_wrist', 'neck', 'head_top'))
+
+
+LAYOUTS = {layout.name: layout for layout in (H36M_17, MPI_INF_3DHP_17, MPI_INF_3DHP_14)}
+# Earlier model configs named the dataset instead of the layout (checkpoints still carry them).
+_DATASET_LAYOUTS = {'h36m': 'h36m_17', 'mpii3d_univ': 'mpii3d_univ_17', '3dhp': 'mpii3d_univ_17',
+                    'mpii3d': 'mpii3d_14'}
+
+
+def layout_name(layout=None, dataset=None, default='h36m_17') -> str:
+    """The layout a model is built for: ``layout``, else the one of an earlier config's
+    ``dataset`` name, else ``default``; a ValueError for an unknown name."""
+    name = layout or _DATASET_LAYOUTS.get(dataset, dataset) or default
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown joint layout {name!r}; known: {', '.join(LAYOUTS)}")
+    return name
 
 
 def h36m_raw_to_17(positions: np.ndarray) -> np.ndarray:

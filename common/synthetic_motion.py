@@ -40,7 +40,6 @@ _REST = (
 )
 _PARTS = ('none', 'pelvis', 'thigh', 'shin', 'foot', 'spine', 'head', 'shoulders',
           'upper_arm', 'forearm', 'hand')
-_LEFT = (6, 7, 8, 9, 10, 16, 17, 18, 19, 20, 21, 22, 23)
 _RIGHT = (1, 2, 3, 4, 5, 24, 25, 26, 27, 28, 29, 30, 31)
 # Mirror sign of abduction and twist per joint (+1 left and centre, -1 right).
 _MIRROR = np.array([-1.0 if j in _RIGHT else 1.0 for j in range(NUM_RAW_JOINTS)])
@@ -100,10 +99,6 @@ class Body:
     def leg_length(self) -> float:
         return float(-self.offsets[2, 2] - self.offsets[3, 2] + 0.075 * self.scale)
 
-    def bone_lengths(self) -> np.ndarray:
-        """[32] length of the bone from each joint's parent (0 for the root and duplicates)."""
-        return np.linalg.norm(self.offsets, axis=-1)
-
 
 def make_body(rng=None, scale=None) -> Body:
     """A random adult body (height about 1.55-1.85 m, proportions varying by a few percent);
@@ -128,25 +123,6 @@ class Clip:
     yaw: np.ndarray
     sit: np.ndarray
     run: np.ndarray
-
-
-def concatenate_clips(clips, overlap=50, settle_s=2.0) -> Clip:
-    """One clip from several, cross-faded over `overlap` frames; each next path starts where
-    the previous one is and drifts back to its own course over about `settle_s` seconds."""
-    out = clips[0]
-    for nxt in clips[1:]:
-        t = np.arange(len(nxt.yaw)) / FPS
-        start = len(out.yaw) - overlap
-        xy = nxt.xy + (out.xy[start] - nxt.xy[0]) * np.exp(-t / settle_s)[:, None]
-        yaw = nxt.yaw + 2 * np.pi * np.round((out.yaw[start] - nxt.yaw[0]) / (2 * np.pi))
-        weight = smoothstep(np.linspace(0, 1, overlap))
-
-        def join(a, b):
-            w = weight.reshape((-1,) + (1,) * (a.ndim - 1))
-            return np.concatenate([a[:start], (1 - w) * a[start:] + w * b[:overlap], b[overlap:]])
-        out = Clip(join(out.angles, nxt.angles), join(out.xy, xy), join(out.yaw, yaw),
-                   join(out.sit, nxt.sit), join(out.run, nxt.run))
-    return out
 
 
 def _gait_angles(phase, amplitude, run, arm_swing):

@@ -6,7 +6,7 @@ distance and height around the subject and looking at it, like the Human3.6M cam
 """
 import numpy as np
 
-from common.camera import normalize_screen_coordinates
+from common.pose_codec import normalize_screen_coordinates
 
 RESOLUTION = 1000        # px, square image
 FOCAL_LENGTH = 1145.0    # px, close to the Human3.6M cameras
@@ -40,12 +40,11 @@ def project_virtual(world, rotation, centre):
 
 def virtual_streams(world, count, rng, root_joint=0):
     """``count`` random views of one world-frame sequence [T, J, 3]: a list of (camera-frame
-    poses with joints relative to the root and the root absolute, 2D, intrinsics)."""
+    poses [T, J, 3], 2D, intrinsics)."""
     target = world[:, root_joint].mean(0)
     target = np.array([target[0], target[1], max(float(target[2]), 0.9)])
     views = []
     for _ in range(count):
         camera, pose2d, intrinsics = project_virtual(world, *sample_camera(rng, target))
-        camera[:, 1:] -= camera[:, :1]
         views.append((camera, pose2d, intrinsics))
     return views

@@ -22,7 +22,8 @@ from matplotlib.ticker import MultipleLocator, NullFormatter  # noqa: E402
 from mpl_toolkits.mplot3d.art3d import Line3DCollection  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from common.camera import camera_to_world, image_coordinates, load_h36m_cameras  # noqa: E402
+from common.camera import camera_to_world, load_h36m_cameras  # noqa: E402
+from common.pose_codec import image_coordinates  # noqa: E402
 from common.errors import UserError  # noqa: E402
 from common.skeleton import Skeleton  # noqa: E402
 
@@ -82,7 +83,7 @@ class Scene:
 def camera_of(spec, sequence):
     """The Human3.6M camera of ``sequence`` (orientation, translation and the azimuth
     VideoPose3D shows it from), or None for other cameras."""
-    cameras = (load_h36m_cameras().get(sequence.subject) or []) if spec.skeleton.name == 'h36m' else []
+    cameras = (load_h36m_cameras().get(sequence.subject) or []) if spec.skeleton.name == 'h36m_17' else []
     camera = cameras[sequence.camera] if sequence.camera < len(cameras) else None
     return camera if camera is not None and camera.orientation is not None else None
 
@@ -108,7 +109,7 @@ def scene_from_sequence(sequence, prediction, spec, ground_truth=True, keypoint_
     root = spec.root_joint
     camera = camera_of(spec, sequence)
     gt = sequence.pose3d
-    trajectory = gt[:, root:root + 1] if gt is not None and root is not None else None
+    trajectory = sequence.trajectory[:, None] if sequence.trajectory is not None else None
     poses = {}
     if prediction is not None:
         n = min(len(prediction), len(sequence))
@@ -116,9 +117,7 @@ def scene_from_sequence(sequence, prediction, spec, ground_truth=True, keypoint_
         poses['Prediction'] = to_display(pred if trajectory is None else pred + trajectory[:n], camera,
                                          trajectory is not None)
     if ground_truth and gt is not None:
-        absolute = gt.copy()
-        if root is not None:  # joints are stored relative to the root, which holds the trajectory
-            absolute[:, np.arange(gt.shape[1]) != root] += gt[:, root:root + 1]
+        absolute = gt if trajectory is None else gt + trajectory
         poses['Ground truth'] = to_display(absolute, camera, trajectory is not None)
     if not poses:
         raise UserError('nothing to draw: no prediction and no ground truth')

@@ -10,7 +10,7 @@ Contract every registered model follows (shapes as [B, T, J, C]):
 * ``forward(x)``: ``x`` [B, T, J, 2] normalised screen coordinates ->
   [B, T_out, J, 3] root-relative positions in ``output_unit`` (metres unless the
   model was built with ``output_unit='mm'``, as the P-STMO / APTPose MPI-INF-3DHP
-  files; see common/units.py). ``T_out`` is ``T`` for
+  files; see common/pose_codec.py). ``T_out`` is ``T`` for
   models that predict their whole window (``predicts == 'sequence'``) and 1 for
   those that predict the centre frame only (``predicts == 'centre'``).
 * ``receptive_field`` (int): the number of input frames one forward pass sees.
@@ -30,7 +30,7 @@ Contract every registered model follows (shapes as [B, T, J, C]):
 
 Flags left unset (``None``) fall back to the model's own defaults.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import importlib
@@ -109,17 +109,23 @@ def build_model(name: str, **hyperparameters) -> nn.Module:
 
     The returned module carries ``model_name`` and ``model_config`` (the keyword
     arguments it was built with) so that a checkpoint can rebuild it alone.
-    ``output_unit`` ('m' or 'mm', any model) records the unit its outputs are in."""
+    Two keywords apply to every model: ``output_unit`` ('m' or 'mm') records the unit its outputs
+    are in, ``frame_step`` the spacing of the frames of a centre-frame window (P-STMO's -tds)."""
     entry = get_entry(name)
     config = {k: v for k, v in hyperparameters.items() if v is not None}
-    unit = config.pop('output_unit', None)
+    unit, step = config.pop('output_unit', None), config.pop('frame_step', None)
     model = entry.factory(**config)
     model.model_name = entry.name
     model.model_config = dict(config)
     if unit is not None:
-        from common.units import check_unit
+        from common.pose_codec import check_unit
         model.output_unit = check_unit(unit)
         model.model_config['output_unit'] = unit
+    if step is not None:
+        if int(step) < 1:
+            raise ValueError(f'frame_step must be at least 1, not {step}')
+        model.frame_step = int(step)
+        model.model_config['frame_step'] = int(step)
     return model
 
 

@@ -20,7 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.metrics import mpjpe
 from models import register_model
+from models.base import Lifter
 from models.blocks import Block, DropPath, Mlp
 
 CROP_SIZE = (192, 256)   # (width, height) of the image crop the backbone sees
@@ -93,11 +95,12 @@ class DeformableContextBlock(nn.Module):
         return torch.cat([coord, tokens], 1)
 
 
-class ContextPose(nn.Module):
+class ContextPose(Lifter):
     """Context-Aware PoseFormer lifting head; argument meanings in ``context_pose``."""
 
     predicts = 'centre'
     receptive_field = 1
+    inputs = ('keypoints', 'image_features')
 
     def __init__(self, feature_channels=(32, 64, 128, 256), embed_dim_ratio=128, levels=4,
                  num_joints=17, num_heads=8, mlp_ratio=2.0, qkv_bias=True, deform_heads=4,
@@ -157,10 +160,9 @@ class ContextPose(nn.Module):
 
     def training_loss(self, keypoints_2d, ref, features, target):
         """Official criterion: MPJPE without alignment; target [B, 1, J, 3] root-relative."""
-        return (self(keypoints_2d, ref, features) - target).norm(dim=-1).mean()
+        return mpjpe(self(keypoints_2d, ref, features), target)
 
-    @staticmethod
-    def convert_official_state_dict(state_dict):
+    def convert_official_state_dict(self, state_dict):
         """Official ``model`` entry (``module.`` stripped): keep ``volume_net.*`` without the
         prefix, drop the backbone."""
         if not any(k.startswith('volume_net.') for k in state_dict):

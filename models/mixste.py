@@ -6,20 +6,22 @@ of num_frame frames, the last one ending at the last frame)."""
 import torch
 import torch.nn as nn
 
+from common.skeleton import layout_name
 from models import register_model
+from models.base import Lifter
 from models.blocks import Block, in_cache_sized_passes
 
-# Per-joint weights of the release's training loss, in each dataset's joint order.
+# Per-joint weights of the release's training loss, in each joint layout's order.
 LOSS_JOINT_WEIGHTS = {
-    'h36m': (1, 1, 2.5, 2.5, 1, 2.5, 2.5, 1, 1, 1, 1.5, 1.5, 4, 4, 1.5, 4, 4),
-    'mpii3d_univ': (1.5, 1.5, 1, 2.5, 4, 1, 2.5, 4, 1, 2.5, 4, 1, 2.5, 4, 1, 1, 1.5),
-    'mpii3d': (4, 2.5, 1, 1, 2.5, 4, 4, 2.5, 1, 1, 2.5, 4, 1.5, 1.5),
+    'h36m_17': (1, 1, 2.5, 2.5, 1, 2.5, 2.5, 1, 1, 1, 1.5, 1.5, 4, 4, 1.5, 4, 4),
+    'mpii3d_univ_17': (1.5, 1.5, 1, 2.5, 4, 1, 2.5, 4, 1, 2.5, 4, 1, 2.5, 4, 1, 1, 1.5),
+    'mpii3d_14': (4, 2.5, 1, 1, 2.5, 4, 4, 2.5, 1, 1, 2.5, 4, 1.5, 1.5),
 }
 
 
-def loss_joint_weights(dataset, num_joints):
-    """The release's per-joint loss weights for ``dataset``; all ones where it has none."""
-    weights = LOSS_JOINT_WEIGHTS.get(dataset, ())
+def loss_joint_weights(layout, num_joints):
+    """The release's per-joint loss weights for a joint ``layout``; all ones where it has none."""
+    weights = LOSS_JOINT_WEIGHTS.get(layout, ())
     return weights if len(weights) == num_joints else (1.0,) * num_joints
 
 
@@ -49,20 +51,21 @@ def check_norm_layer(norm_layer):
         raise ValueError(f'norm_layer {norm_layer!r} is not supported (blocks use LayerNorm(eps=1e-6))')
 
 
-class MixSTE2(nn.Module):
+class MixSTE2(Lifter):
     """num_frame -- clip length F (243; the learned temporal embedding is [1, F, C])
     num_joints -- J (17); embed_dim -- width C (512); depth -- block pairs (8); num_heads (8)
     mlp_ratio -- MLP width / C (2); drop_rate, attn_drop_rate, drop_path_rate -- regularisation
-    dataset -- picks the per-joint weights of ``training_loss``"""
+    layout -- joint layout, picks the per-joint weights of ``training_loss``"""
 
     predicts = 'sequence'
 
     def __init__(self, num_frame=243, num_joints=17, in_chans=2, embed_dim=512, depth=8, num_heads=8,
                  mlp_ratio=2.0, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0,
-                 drop_path_rate=0.1, dataset='h36m'):
+                 drop_path_rate=0.1, layout='h36m_17'):
         super().__init__()
         self.receptive_field = num_frame
-        self.loss_weights = loss_joint_weights(dataset, num_joints)
+        self.input_layout = self.output_layout = layout
+        self.loss_weights = loss_joint_weights(layout, num_joints)
         self.Spatial_patch_to_embedding = nn.Linear(in_chans, embed_dim)
         self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, num_joints, embed_dim))
         self.Temporal_pos_embed = nn.Parameter(torch.zeros(1, num_frame, embed_dim))
@@ -115,10 +118,10 @@ def detect_official(state_dict):
 @register_model('mixste', aliases=('mixste2',), detect_official=detect_official, priority=5)
 def build_mixste(num_frame=None, num_joints=17, in_chans=2, embed_dim_ratio=None, depth=8, num_heads=8,
                  mlp_ratio=2.0, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0,
-                 drop_path_rate=0.1, norm_layer=None, embed_dim=None, dropout=None, dataset='h36m'):
+                 drop_path_rate=0.1, norm_layer=None, embed_dim=None, dropout=None, layout=None, dataset=None):
     """MixSTE2 from the official constructor names or the command-line ones (embed_dim,
     dropout). Defaults are the PoseRetNet release's: C 512, depth 8; num_frame 243."""
     check_norm_layer(norm_layer)
     return MixSTE2(num_frame or 243, num_joints, in_chans, pick_width(embed_dim, embed_dim_ratio, 512), depth,
                    num_heads, mlp_ratio, qkv_bias, qk_scale, drop_rate if dropout is None else dropout,
-                   attn_drop_rate, drop_path_rate, dataset)
+                   attn_drop_rate, drop_path_rate, layout_name(layout, dataset))

@@ -10,11 +10,13 @@ Parameter names follow the published files (``post_refine.0`` / ``post_refine.3`
 import torch
 import torch.nn as nn
 
+from common.metrics import mpjpe
 from models import build_model, register_model
-from models.strided import check_io_channels, mpjpe_loss, resolve_alias, root_zeroed
+from models.base import Lifter
+from models.strided import check_io_channels, resolve_alias
 
 
-class PoseRefiner(nn.Module):
+class PoseRefiner(Lifter):
     """Refine module of P-STMO / APTPose / Strided Transformer: per-joint sigmoid weights blend
     the x, y of the lifted pose with those of the pose rebuilt from 2D and predicted depth.
 
@@ -77,7 +79,7 @@ def build_refine(num_joints=None, n_joints=None, fc_unit=None, in_channels=2, ou
     return PoseRefiner(resolve_alias('num_joints', num_joints, n_joints, default=17), fc_unit or 1024)
 
 
-class RefinedLifter(nn.Module):
+class RefinedLifter(Lifter):
     """``lifter`` (a centre-frame model) followed by ``refiner`` (PoseRefiner).
 
     forward(x) is the lifter's, [B, F, J, 2] -> [B, 1, J, 3]; evaluation refines it with the
@@ -85,30 +87,41 @@ class RefinedLifter(nn.Module):
     centre frame only, so the lifter's all-frame head receives no gradient there."""
 
     predicts = 'centre'
-    uses_camera = True  # training_loss also takes the windows' intrinsics and root depths
+    inputs = ('keypoints', 'camera')  # training_loss also takes the windows' intrinsics and root depths
     has_unused_parameters = True
 
     def __init__(self, lifter, refiner):
         super().__init__()
-        if getattr(lifter, 'predicts', None) != 'centre':
+        if not isinstance(lifter, Lifter) or lifter.predicts != 'centre':
             raise ValueError('the refine module follows a centre-frame lifter (stmo, aptpose, strided)')
         self.lifter, self.refiner = lifter, refiner
         self.receptive_field = lifter.receptive_field
-        self.eval_zero_root = getattr(lifter, 'eval_zero_root', True)
-        self.default_optimizer = getattr(lifter, 'default_optimizer', 'adam_amsgrad')
+        self.eval_zero_root, self.default_optimizer = lifter.eval_zero_root, lifter.default_optimizer
+        self.output_unit = lifter.output_unit  # the module refines in the lifter's unit
+
+    @property
+    def frame_step(self):
+        return self.lifter.frame_step
+
+    @frame_step.setter
+    def frame_step(self, step):
+        self.lifter.frame_step = step
 
     def forward(self, x):
         return self.lifter(x)
 
-    def training_loss(self, x, target, intrinsics, root_depth):
+    def evaluation_refiner(self):
+        return self.refiner
+
+    def training_loss(self, x, target, intrinsics=None, root_depth=None):
         """x [B, F, J, 2], target [B, F, J, 3], intrinsics [B, 9], root_depth [B, F] (absolute
         ground-truth depth of the root; target and depth in the output unit) -> scalar. The
         releases feed the lifter's centre pose to the refiner as predicted (root not reset) and
-        score against a zero root."""
+        score against the root-relative target."""
         pad = x.shape[1] // 2
         pred = self.lifter(x)
         x_1 = refine_inputs(x[:, pad:pad + 1], pred, root_depth[:, pad:pad + 1], intrinsics)
-        return mpjpe_loss(self.refiner(pred, x_1), root_zeroed(target[:, pad:pad + 1]))
+        return mpjpe(self.refiner(pred, x_1), target[:, pad:pad + 1])
 
 
 def with_refiner(lifter, fc_unit=None):
@@ -117,7 +130,6 @@ def with_refiner(lifter, fc_unit=None):
     rebuilds the pair."""
     pair = RefinedLifter(lifter, PoseRefiner(getattr(lifter, 'out_joints', 17), fc_unit or 1024))
     pair.model_name = 'refined'
-    pair.output_unit = getattr(lifter, 'output_unit', 'm')  # the module refines in the lifter's unit
     pair.model_config = {'lifter': lifter.model_name, 'lifter_config': dict(lifter.model_config)}
     return pair
 

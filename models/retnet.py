@@ -18,15 +18,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.skeleton import layout_name
 from models import register_model
+from models.base import Lifter
 from models.blocks import Block, Mlp, in_cache_sized_passes
 from models.mixste import check_norm_layer, loss_joint_weights, pick_width, poseretnet_loss
 
-# Per-joint decay dividers d_j (larger -> slower decay -> longer memory), in each dataset's joint order.
+# Per-joint decay dividers d_j (larger -> slower decay -> longer memory), in each joint layout's order.
 JOINT_DECAY_DIVIDERS = {
-    'h36m': (4, 4, 1, 1, 4, 1, 1, 4, 4, 4, 2, 2, 0.5, 0.5, 2, 0.5, 0.5),
-    'mpii3d_univ': (1.5, 1.5, 2, 1, 0.5, 2, 1, 0.5, 2, 1, 0.5, 2, 1, 0.5, 2, 2, 1.5),
-    'mpii3d': (0.5, 1, 2, 2, 1, 0.5, 0.5, 1, 2, 2, 1, 0.5, 1.5, 1.5),
+    'h36m_17': (4, 4, 1, 1, 4, 1, 1, 4, 4, 4, 2, 2, 0.5, 0.5, 2, 0.5, 0.5),
+    'mpii3d_univ_17': (1.5, 1.5, 2, 1, 0.5, 2, 1, 0.5, 2, 1, 0.5, 2, 1, 0.5, 2, 2, 1.5),
+    'mpii3d_14': (0.5, 1, 2, 2, 1, 0.5, 0.5, 1, 2, 2, 1, 0.5, 1.5, 1.5),
 }
 XPOS_SCALE_BASE = 512
 EVAL_SEGMENT_FRAMES = 243  # frames per step of the chunkwise sequence evaluation (rounded to chunks)
@@ -217,14 +219,14 @@ class RetentionBlock(nn.Module):
         return x + self._drop(self.mlp(self.norm2(x))), state
 
 
-class RetMixSTE(nn.Module):
+class RetMixSTE(Lifter):
     """PoseRetNet lifter. x [B, T, J, 2] -> [B, T, J, 3].
 
     num_frame -- training clip length (243); receptive field of ``forward``
     embed_dim -- width C (512); depth -- spatial/temporal block pairs (8); num_heads (8)
     chunk_size -- frames per chunk (243): a frame sees every earlier frame and the rest of its chunk
     causal -- decay mask over past frames only (enables the per-frame ``step``)
-    joint_related -- one decay per joint from ``dataset``'s table ('h36m', 'mpii3d', 'mpii3d_univ')
+    joint_related -- one decay per joint from ``layout``'s table ('h36m_17', 'mpii3d_univ_17', 'mpii3d_14')
     gamma_divider -- decay scale g (8); trainable -- learn the decays
     train_mode -- 'parallel' or 'chunkwise' (training forward chunk by chunk, state detached)"""
 
@@ -233,21 +235,22 @@ class RetMixSTE(nn.Module):
     def __init__(self, num_frame=243, num_joints=17, in_chans=2, embed_dim=512, depth=8, num_heads=8,
                  mlp_ratio=2.0, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0,
                  drop_path_rate=0.1, gamma_divider=8, joint_related=True, trainable=False,
-                 chunk_size=243, causal=False, dataset='h36m', train_mode='parallel'):
+                 chunk_size=243, causal=False, layout='h36m_17', train_mode='parallel'):
         super().__init__()
         if train_mode not in ('parallel', 'chunkwise'):
             raise ValueError(f"train_mode must be 'parallel' or 'chunkwise', not {train_mode!r}")
         dividers = None
         if joint_related:
-            if dataset not in JOINT_DECAY_DIVIDERS:
-                raise ValueError(f"no joint decay table for dataset {dataset!r}; "
+            if layout not in JOINT_DECAY_DIVIDERS:
+                raise ValueError(f"no joint decay table for layout {layout!r}; "
                                  f"choose one of {sorted(JOINT_DECAY_DIVIDERS)}")
-            dividers = JOINT_DECAY_DIVIDERS[dataset]
+            dividers = JOINT_DECAY_DIVIDERS[layout]
             if len(dividers) != num_joints:
-                raise ValueError(f'dataset {dataset!r} has {len(dividers)} joints, not {num_joints}')
+                raise ValueError(f'layout {layout!r} has {len(dividers)} joints, not {num_joints}')
         self.receptive_field = num_frame
         self.chunk_size, self.causal, self.train_mode = chunk_size, causal, train_mode
-        self.loss_weights = loss_joint_weights(dataset, num_joints)
+        self.input_layout = self.output_layout = layout
+        self.loss_weights = loss_joint_weights(layout, num_joints)
         self.Spatial_patch_to_embedding = nn.Linear(in_chans, embed_dim)
         self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, num_joints, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
@@ -304,7 +307,7 @@ class RetMixSTE(nn.Module):
         """Frames per step of ``predict_sequence``: whole chunks, about EVAL_SEGMENT_FRAMES."""
         return self.chunk_size * max(1, EVAL_SEGMENT_FRAMES // self.chunk_size)
 
-    def predict_sequence(self, x):
+    def predict_sequence(self, x, max_batch=1024):
         """Chunkwise evaluation of whole sequences of any length T (the official evaluation:
         chunks from frame 0, the last one partial). x [B, T, J, 2] -> [B, T, J, 3]."""
         return self._segmented(x, self.eval_segment())
@@ -355,7 +358,7 @@ def detect_official(state_dict):
             if best is None or error < best[0]:
                 best = (error, name, divider)
         if best is not None:
-            config.update(dataset=best[1], gamma_divider=int(best[2]))
+            config.update(layout=best[1], gamma_divider=int(best[2]))
     else:
         config['gamma_divider'] = int(round(1 / (1 - gamma.item())))
     return config
@@ -365,7 +368,7 @@ def detect_official(state_dict):
 def build_retnet(num_frame=None, num_joints=17, in_chans=2, embed_dim_ratio=None, depth=8, num_heads=8,
                  mlp_ratio=2.0, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0,
                  drop_path_rate=0.1, norm_layer=None, gamma_divider=8, joint_related=True, trainable=False,
-                 chunk_size=None, causal=False, dataset='h36m', embed_dim=None, dropout=None,
+                 chunk_size=None, causal=False, layout=None, dataset=None, embed_dim=None, dropout=None,
                  train_mode='parallel'):
     """RetMixSTE from the official constructor names (embed_dim_ratio, drop_rate, ...) or the
     command-line ones (embed_dim, dropout). Defaults are the published H3.6M model:
@@ -375,4 +378,4 @@ def build_retnet(num_frame=None, num_joints=17, in_chans=2, embed_dim_ratio=None
     return RetMixSTE(num_frame, num_joints, in_chans, pick_width(embed_dim, embed_dim_ratio, 512), depth,
                      num_heads, mlp_ratio, qkv_bias, qk_scale, drop_rate if dropout is None else dropout,
                      attn_drop_rate, drop_path_rate, gamma_divider, joint_related, trainable,
-                     chunk_size or 243, bool(causal), dataset, train_mode)
+                     chunk_size or 243, bool(causal), layout_name(layout, dataset), train_mode)

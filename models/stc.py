@@ -8,7 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.skeleton import layout_name
 from models import register_model
+from models.base import Lifter
 from models.blocks import DropPath, Mlp, in_cache_sized_passes
 from models.mixste import loss_joint_weights, pick_width, poseretnet_loss
 
@@ -97,21 +99,22 @@ class STCBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.layer_norm(x)))
 
 
-class STCModel(nn.Module):
+class STCModel(Lifter):
     """num_frame -- clip length F (243); num_joints -- 17 (the body-part table is H3.6M's)
     embed_dim -- width C (256); depth -- blocks (6); num_heads -- per half (8)
     drop_rate -- MLP dropout (0.1 in the release); drop_path_rate -- stochastic depth (0)
-    dataset -- picks the per-joint weights of ``training_loss``"""
+    layout -- joint layout, picks the per-joint weights of ``training_loss``"""
 
     predicts = 'sequence'
 
     def __init__(self, num_frame=243, num_joints=17, in_chans=2, embed_dim=256, depth=6, num_heads=8,
-                 qk_scale=None, drop_rate=0.1, drop_path_rate=0.0, dataset='h36m', max_batch=256):
+                 qk_scale=None, drop_rate=0.1, drop_path_rate=0.0, layout='h36m_17', max_batch=256):
         super().__init__()
         if num_joints != len(BODY_PARTS_H36M):
             raise ValueError(f'STCModel needs {len(BODY_PARTS_H36M)} joints (its body-part table), got {num_joints}')
         self.receptive_field, self.max_batch = num_frame, max_batch
-        self.loss_weights = loss_joint_weights(dataset, num_joints)
+        self.input_layout = self.output_layout = layout
+        self.loss_weights = loss_joint_weights(layout, num_joints)
         self.pose_emb = nn.Linear(in_chans, embed_dim, bias=False)
         self.stcformer = nn.Module()
         self.stcformer.stc_block = nn.ModuleList(
@@ -132,11 +135,11 @@ class STCModel(nn.Module):
         """The release's objective (see models.mixste.poseretnet_loss); target [B, T, J, 3]."""
         return poseretnet_loss(self(x), target, self.loss_weights)
 
-    def predict_sequence(self, x):
+    def predict_sequence(self, x, max_batch=1024):
         """The release's evaluation: for every frame t a window of F frames t - 3(F-1)/2 ...
         t + 3(F-1)/2 every 3rd frame (edge frames repeated), middle prediction kept.
         x [B, T, J, 2] -> [B, T, J, 3]."""
-        from common.inference import centre_windows
+        from models.windows import centre_windows
         batch, frames = x.shape[:2]
         windows = centre_windows(x, self.receptive_field, EVAL_STRIDE)   # [B*T, F, J, 2]
         middle = (self.receptive_field - 1) // 2
@@ -155,7 +158,7 @@ def detect_official(state_dict):
 @register_model('stc', aliases=('stcformer',), detect_official=detect_official, priority=5)
 def build_stc(num_frame=None, num_joints=17, in_chans=2, embed_dim_ratio=None, depth=6, num_heads=8,
               mlp_ratio=None, qkv_bias=True, qk_scale=None, drop_rate=None, attn_drop_rate=0.0,
-              drop_path_rate=0.0, embed_dim=None, dropout=None, dataset='h36m'):
+              drop_path_rate=0.0, embed_dim=None, dropout=None, layout=None, dataset=None):
     """STCModel from the official constructor names or the command-line ones. Defaults are the
     release's (C 256, depth 6, num_frame 243). As in the release, the MLP is always 4C wide
     (mlp_ratio is accepted for the shared signature and not used), qkv always has a bias and
@@ -165,4 +168,4 @@ def build_stc(num_frame=None, num_joints=17, in_chans=2, embed_dim_ratio=None, d
     del mlp_ratio, attn_drop_rate
     drop = dropout if dropout is not None else drop_rate
     return STCModel(num_frame or 243, num_joints, in_chans, pick_width(embed_dim, embed_dim_ratio, 256), depth,
-                    num_heads, qk_scale, 0.1 if drop is None else drop, drop_path_rate, dataset)
+                    num_heads, qk_scale, 0.1 if drop is None else drop, drop_path_rate, layout_name(layout, dataset))

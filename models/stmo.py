@@ -16,23 +16,22 @@ here evaluation is deterministic: an APTPose fine-tune model in eval mode masks 
 import torch
 import torch.nn as nn
 
-from common.checkpoint import split_checkpoint
 from common.errors import UserError
+from common.metrics import mpjpe
+from common.skeleton import LAYOUTS, layout_name
 from models import register_model
 from models.strided import (CentreFrameLifter, PoseLayerNorm, TemporalEncoder, centre_and_sequence_loss,
-                            channels_last_norm, check_io_channels, mpjpe_loss, pointwise, pose_head,
+                            channels_last_norm, check_io_channels, pointwise, pose_head,
                             resolve_alias, run_head, strides_for, transformer_config)
 
-__all__ = ['STMO', 'FCBlock', 'bone_vectors', 'load_pretrained_encoder', 'STMO_STRIDES']
+__all__ = ['STMO', 'FCBlock', 'bone_vectors', 'STMO_STRIDES']
 
 # Frames -> strides of the strided encoder (P-STMO / APTPose release).
 STMO_STRIDES = {9: [1, 3, 3], 27: [3, 3, 3], 81: [3, 3, 3, 3], 243: [3, 3, 3, 3, 3], 351: [3, 9, 13]}
 # APTPose's bones (parent, child); used for bone masks and bone-vector targets on 17 joints.
 BONES_17 = ((0, 1), (1, 2), (2, 3), (0, 4), (4, 5), (5, 6), (0, 7), (7, 8), (8, 9), (9, 10),
             (8, 11), (11, 12), (12, 13), (8, 14), (14, 15), (15, 16))
-# Left / right joints per joint order: the limb and side masks are built from them.
-SIDES = {'h36m': ((4, 5, 6, 11, 12, 13), (1, 2, 3, 14, 15, 16)),
-         'mpii3d_univ': ((5, 6, 7, 11, 12, 13), (2, 3, 4, 8, 9, 10))}
+APTPOSE_LAYOUTS = ('h36m_17', 'mpii3d_univ_17')  # its limb and side masks use their left/right joints
 MASK_NAMES = ('spatial_mask', 'bone_mask', 'limb_mask1', 'limb_mask2')  # encoder1..4
 BONE_LOSS_WEIGHT = 0.5  # APTPose: weight of each bone-vector term (pose terms weigh 1)
 
@@ -101,12 +100,12 @@ class STMO(CentreFrameLifter):
     spatial_mask_num -- joints replaced per frame, drawn among 0..J-2; hierarchical -- APTPose;
     mask_tokens -- APTPose's learned mask tokens (its 3DHP fine-tune class has none);
     sem_layers -- residual blocks per APTPose encoder (1); bone_mask_num -- bones masked per
-    frame (1); sides -- (left joints, right joints) for the limb and side masks."""
+    frame (1); layout -- joint layout; its left/right joints give the limb and side masks."""
 
     def __init__(self, num_frame=243, num_joints=17, out_joints=17, layers=3, channel=256, d_hid=512,
                  stride_num=None, heads=8, dropout=0.1, pretrain=False, temporal_mask_rate=0.8,
                  spatial_mask_num=2, hierarchical=False, mask_tokens=True, sem_layers=1,
-                 bone_mask_num=1, sides=SIDES['h36m']):
+                 bone_mask_num=1, layout='h36m_17'):
         if not pretrain:
             stride_num = stride_num or strides_for(num_frame, STMO_STRIDES, 'P-STMO')
         super().__init__(num_frame, out_joints, layers, channel, d_hid, stride_num, heads, dropout,
@@ -116,7 +115,8 @@ class STMO(CentreFrameLifter):
         self.is_pretraining, self.hierarchical = pretrain, hierarchical
         self.num_joints, self.temporal_mask_rate = num_joints, temporal_mask_rate
         self.spatial_mask_num, self.bone_mask_num = spatial_mask_num, bone_mask_num
-        left, right = (list(s) for s in sides)
+        self.input_layout = self.output_layout = layout
+        left, right = LAYOUTS[layout].flip_pairs
         self.limbs, self.sides = [left[:3], left[3:], right[:3], right[3:]], [left, right]
         if hierarchical:
             for i in range(1, len(MASK_NAMES) + 1):
@@ -194,8 +194,8 @@ class STMO(CentreFrameLifter):
         tokens = [f'{name}_token' for name in self.mask_names]
         if self.hierarchical and tokens and not any(k in state_dict for k in tokens):
             raise UserError("this APTPose checkpoint has no mask tokens: it is the release's MPI-INF-3DHP "
-                            "class; build it with build_model('aptpose', ..., dataset='mpii3d_univ') "
-                            "(or mask_tokens=False)")
+                            "class; build it with build_model('aptpose', ..., layout='mpii3d_univ_17') "
+                            "(or dataset='mpii3d_univ', or mask_tokens=False)")
         return state_dict
 
     def forward(self, x):
@@ -206,24 +206,24 @@ class STMO(CentreFrameLifter):
         return self.forward_all(x)[0]
 
     def training_loss(self, x, target=None):
-        """Released objectives. Fine-tune: MPJPE(all frames) + MPJPE(centre) against the target
-        with its root zeroed; APTPose adds 0.5 x MPJPE of the bone vectors (all frames, centre)
-        computed from ``target`` as given (the released loader keeps the camera-frame root
-        position in joint 0 there). Pretraining: mean 2D distance between the reconstruction and
-        the input frames reordered visible-then-hidden; ``target`` is not used.
+        """Released objectives. Fine-tune: MPJPE(all frames) + MPJPE(centre) against the
+        root-relative target; APTPose adds 0.5 x MPJPE of the bone vectors (all frames, centre) of
+        that target (the released loader keeps the camera-frame root in joint 0 there, which only
+        changes the bones that start at the root). Pretraining: mean 2D distance between the
+        reconstruction and the input frames reordered visible-then-hidden; ``target`` is not used.
         x [B, F, J, 2], target [B, F, J, 3] -> scalar"""
         if self.is_pretraining:
             mask = draw_temporal_mask(x.shape[1], self.temporal_mask_rate, x.device)
             masks = self.draw_masks(x.shape[1], x.device)
             recon, order = self._reconstruct(x, mask, int(x.shape[1] * self.temporal_mask_rate), masks)
-            return mpjpe_loss(recon, x[:, order])
+            return mpjpe(recon, x[:, order])
         outputs = self.forward_all(x)
         loss = centre_and_sequence_loss(outputs[0], outputs[1], target)
         if self.hierarchical:
             bones = bone_vectors(target)
             pad = (target.shape[1] - 1) // 2
-            loss = loss + BONE_LOSS_WEIGHT * (mpjpe_loss(outputs[3], bones)
-                                              + mpjpe_loss(outputs[2], bones[:, pad:pad + 1]))
+            loss = loss + BONE_LOSS_WEIGHT * (mpjpe(outputs[3], bones)
+                                              + mpjpe(outputs[2], bones[:, pad:pad + 1]))
         return loss
 
     # ---- masked pretraining ------------------------------------------------------------------
@@ -253,25 +253,6 @@ class STMO(CentreFrameLifter):
         tokens = torch.cat([features + pos[visible],
                             (self.mask_token + pos[hidden]).expand(batch, -1, -1)], 1)
         return run_head(self.fcn_dec, self.Transformer_dec(tokens), self.out_joints), order
-
-
-def load_pretrained_encoder(finetune_model, pretrain_state_dict):
-    """Stage I -> stage II transfer (released ``--MAE_reload``): copy every tensor whose key
-    exists in both models (encoders, mask tokens, temporal encoder); the rest keeps its values.
-
-    pretrain_state_dict -- a state dict or any checkpoint object load_checkpoint accepts.
-    Returns the sorted list of copied keys."""
-    source, _, _ = split_checkpoint(pretrain_state_dict)
-    target = finetune_model.state_dict()
-    shared = sorted(k for k in source if k in target)
-    wrong = [f'{k}: {tuple(source[k].shape)} vs {tuple(target[k].shape)}'
-             for k in shared if source[k].shape != target[k].shape]
-    if wrong:
-        raise ValueError('pretrained weights do not fit: ' + '; '.join(wrong[:5]))
-    with torch.no_grad():
-        for key in shared:
-            target[key].copy_(source[key])
-    return shared
 
 
 def _detect(state_dict, first_key, hierarchical):
@@ -333,20 +314,21 @@ def build_stmo(num_frame=None, frames=None, num_joints=None, n_joints=None, out_
 def build_aptpose(num_frame=None, frames=None, num_joints=None, n_joints=None, out_joints=None,
                   layers=None, channel=None, d_hid=None, stride_num=None, num_heads=None, heads=None,
                   dropout=None, pretrain=False, temporal_mask_rate=None, spatial_mask_num=None,
-                  sem_layers=None, mask_tokens=None, bone_mask_num=None, dataset=None,
+                  sem_layers=None, mask_tokens=None, bone_mask_num=None, layout=None, dataset=None,
                   in_channels=2, out_channels=3):
-    """APTPose stage II (stage I with pretrain=True). dataset 'h36m' (default) or 'mpii3d_univ'
-    picks the left/right joints of the limb and side masks; mask_tokens defaults to True except
-    for mpii3d_univ fine-tuning (the released 3DHP class has no tokens and no masking).
+    """APTPose stage II (stage I with pretrain=True). layout 'h36m_17' (default) or
+    'mpii3d_univ_17' (``dataset`` 'h36m' / 'mpii3d_univ' in earlier configs) picks the left/right
+    joints of the limb and side masks; mask_tokens defaults to True except for mpii3d_univ_17
+    fine-tuning (the released 3DHP class has no tokens and no masking).
     Defaults: layers 4, spatial_mask_num 0 (fine-tune) / 2 (pretrain), tmr 0.8, sem_layers 1."""
-    dataset = dataset or 'h36m'
-    if dataset not in SIDES:
-        raise ValueError(f"APTPose supports datasets {sorted(SIDES)}, not '{dataset}'")
+    layout = layout_name(layout, dataset)
+    if layout not in APTPOSE_LAYOUTS:
+        raise ValueError(f"APTPose supports the layouts {', '.join(APTPOSE_LAYOUTS)}, not '{layout}'")
     if mask_tokens is None:
-        mask_tokens = bool(pretrain) or dataset == 'h36m'
+        mask_tokens = bool(pretrain) or layout == 'h36m_17'
     kwargs = _stmo_kwargs(num_frame, frames, num_joints, n_joints, out_joints, layers, channel, d_hid,
                           stride_num, num_heads, heads, dropout, pretrain, temporal_mask_rate,
                           spatial_mask_num, in_channels, out_channels, default_layers=4,
                           default_smn=2 if pretrain else 0)
     return STMO(hierarchical=True, mask_tokens=mask_tokens, sem_layers=sem_layers or 1,
-                bone_mask_num=bone_mask_num or 1, sides=SIDES[dataset], **kwargs)
+                bone_mask_num=bone_mask_num or 1, layout=layout, **kwargs)

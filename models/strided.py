@@ -12,13 +12,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.metrics import mpjpe
 from models import register_model
+from models.base import Lifter
 from models.blocks import channels_last_norm, pointwise
 
 __all__ = ['PoseLayerNorm', 'MultiHeadAttention', 'pointwise', 'channels_last_norm',
            'TemporalEncoder', 'StridedEncoder',
-           'CentreFrameLifter', 'StridedTransformer', 'pose_head', 'run_head', 'mpjpe_loss',
-           'root_zeroed', 'centre_and_sequence_loss', 'strides_for', 'resolve_alias', 'transformer_config',
+           'CentreFrameLifter', 'StridedTransformer', 'pose_head', 'run_head',
+           'centre_and_sequence_loss', 'strides_for', 'resolve_alias', 'transformer_config',
            'check_io_channels']
 
 # Frames -> strides of the strided encoder, as the Strided Transformer release defines them.
@@ -207,27 +209,16 @@ def run_head(head, features, joints):
     return out.reshape(features.shape[0], features.shape[1], joints, -1)
 
 
-def mpjpe_loss(predicted, target):
-    """Mean Euclidean distance over the last axis. [..., C], [..., C] -> scalar"""
-    assert predicted.shape == target.shape, (predicted.shape, target.shape)
-    return (predicted - target).norm(dim=-1).mean()
-
-
-def root_zeroed(pose):
-    """pose [B, T, J, C] with joint 0 set to 0 (targets are compared root-relative)."""
-    return torch.cat([torch.zeros_like(pose[:, :, :1]), pose[:, :, 1:]], 2)
-
-
 def centre_and_sequence_loss(centre, full, target):
-    """The released fine-tune objective: MPJPE(all frames) + MPJPE(centre frame), target root 0.
+    """The released fine-tune objective: MPJPE(all frames) + MPJPE(centre frame).
 
-    centre [B, 1, J, 3], full [B, F, J, 3], target [B, F, J, 3] aligned with the input frames."""
-    target = root_zeroed(target)
+    centre [B, 1, J, 3], full [B, F, J, 3], target [B, F, J, 3] root-relative, aligned with the
+    input frames."""
     pad = (target.shape[1] - 1) // 2
-    return mpjpe_loss(full, target) + mpjpe_loss(centre, target[:, pad:pad + 1])
+    return mpjpe(full, target) + mpjpe(centre, target[:, pad:pad + 1])
 
 
-class CentreFrameLifter(nn.Module):
+class CentreFrameLifter(Lifter):
     """Shared skeleton: per-frame embedding (``embed``, defined by subclasses) -> temporal
     encoder -> strided encoder -> ``fcn`` (centre frame), and ``fcn_1`` on the temporal encoder's
     output (all frames, auxiliary). strided False builds only the temporal encoder (pretraining)."""
@@ -237,6 +228,7 @@ class CentreFrameLifter(nn.Module):
     official_strict = False  # the released loaders copy the model's keys and ignore extra ones
     eval_zero_root = True  # P-STMO / Strided score their predictions with the root set to 0
     default_optimizer = 'adam_amsgrad'  # as the released training scripts
+    shares_frame_features = True  # the spatial encoder sees one frame at a time
 
     def __init__(self, num_frame, out_joints, layers, channel, d_hid, stride_num, heads=8,
                  dropout=0.1, strided=True):

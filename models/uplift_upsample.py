@@ -23,7 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.metrics import mpjpe
 from models import register_model
+from models.base import Lifter
 from models.blocks import Attention, Block, DropPath
 
 # Official joint k is h36m_17 joint OFFICIAL_FROM_H36M[k] (root: official 6 = h36m 0).
@@ -141,7 +143,7 @@ class StridedBlock(nn.Module):
         return x[:, start:stop:self.stride] + self.drop_path(z)
 
 
-class UpliftUpsample(nn.Module):
+class UpliftUpsample(Lifter):
     """Uplift-and-Upsample transformer; argument meanings in ``uplift_upsample``."""
 
     predicts = 'centre'
@@ -149,7 +151,7 @@ class UpliftUpsample(nn.Module):
     def __init__(self, num_frame, sequence_stride, mask_stride, strides, paddings, spatial_dim,
                  temporal_dim, num_heads, mlp_ratio, spatial_depth, temporal_depth, num_joints=17,
                  masked_attention_layers=1, qkv_bias=True, dropout=0.0, attn_drop_rate=0.0,
-                 drop_path_rate=(0.1, 0.1, 0.0), loss_weights=(0.5, 0.5), root_joint=0):
+                 drop_path_rate=(0.1, 0.1, 0.0), loss_weights=(0.5, 0.5)):
         super().__init__()
         if num_frame % 2 == 0 or spatial_depth < 1 or temporal_depth < 1 or not strides:
             raise ValueError('uplift_upsample needs an odd num_frame and at least one spatial, '
@@ -166,7 +168,7 @@ class UpliftUpsample(nn.Module):
         self.eval_mask_stride = mask_stride[0] if self.has_strided_input else None
         self.masked_attention_layers = masked_attention_layers if self.has_strided_input else 0
         self.receptive_field = (num_frame - 1) * sequence_stride + 1
-        self.loss_weights, self.root_joint = tuple(loss_weights), root_joint
+        self.loss_weights = tuple(loss_weights)
         rates = [drop_path_rate] * 3 if isinstance(drop_path_rate, (int, float)) else list(drop_path_rate)
 
         def linspace(rate, depth):
@@ -280,8 +282,7 @@ class UpliftUpsample(nn.Module):
         or None: in training mode each sample then draws one of ``mask_stride`` and a random
         keyframe phase, as the official training does; in eval mode the centred mask."""
         batch = x.shape[0]
-        target = self._tokens_of_window(target)
-        target = target - target[:, :, self.root_joint:self.root_joint + 1]
+        target = self._tokens_of_window(target)  # root-relative already (common.pose_codec)
         if stride_mask is None and self.training and self.has_strided_input:
             choices = torch.tensor(self.mask_stride, device=x.device)
             stride = choices[torch.randint(len(choices), (batch,), device=x.device)] // self.sequence_stride
@@ -291,28 +292,26 @@ class UpliftUpsample(nn.Module):
         elif stride_mask is None:
             stride_mask = self.centred_stride_mask(batch, device=x.device)
         sequence, centre = self.lift(self._tokens_of_window(x), stride_mask)
-        return ((centre - target[:, self.num_frame // 2]).norm(dim=-1).mean(),
-                (sequence - target).norm(dim=-1).mean())
+        return mpjpe(centre, target[:, self.num_frame // 2]), mpjpe(sequence, target)
 
     def training_loss(self, x, target, stride_mask=None):
         """loss_weights[0] * centre + loss_weights[1] * sequence MPJPE (see ``loss_terms``)."""
         centre_loss, sequence_loss = self.loss_terms(x, target, stride_mask)
         return self.loss_weights[0] * centre_loss + self.loss_weights[1] * sequence_loss
 
-    @property
     def evaluation_variants(self):
         """One evaluation per keyframe spacing s_in, as the paper reports: (label, settings)."""
         if not self.has_strided_input:
-            return []
+            return [(None, {})]
         return [(f's_in = {s}', {'eval_mask_stride': s}) for s in self.mask_stride]
 
     @torch.no_grad()
-    def predict_sequence(self, x, mask_stride=None, max_windows=1024):
+    def predict_sequence(self, x, max_batch=1024, mask_stride=None):
         """Official evaluation of whole videos: one window centred on every sequence_stride-th
         frame (edge-copy padding on the stride grid, keyframes where the virtual frame index is
         a multiple of mask_stride), centre predictions, linear interpolation in between.
 
-        x [B, T, J, 2] -> [B, T, J, 3]. mask_stride -- s_in (default eval_mask_stride); the
+        x [B, T, J, 2] -> [B, T, J, 3]. max_batch -- windows per pass; mask_stride -- s_in (default eval_mask_stride); the
         spatial stage runs only on frames that some window uses as a keyframe."""
         batch, frames = x.shape[:2]
         mask_stride = (mask_stride or self.eval_mask_stride) if self.has_strided_input else None
@@ -326,7 +325,7 @@ class UpliftUpsample(nn.Module):
         windows = tokens[:, row_of[frame_index].to(x.device)].flatten(0, 1)   # [B*W, N, Ct]
         masks = stride_mask.to(x.device).expand(batch, -1, -1).flatten(0, 1)
         centre = torch.cat([self.temporal_stage(chunk, mask)[1] for chunk, mask in
-                            zip(windows.split(max_windows), masks.split(max_windows))])
+                            zip(windows.split(max_batch), masks.split(max_batch))])
         dense = centre.new_zeros(frames, batch, self.num_joints, 3)
         dense[centres.to(x.device)] = centre.unflatten(0, (batch, -1)).transpose(0, 1)
         dense = interpolate_keyframes(dense, torch.arange(frames, device=x.device), self.sequence_stride)
@@ -358,7 +357,8 @@ def uplift_upsample(preset=None, num_frame=None, sequence_stride=None, mask_stri
     spatial_depth, temporal_depth -- block counts (4, 4); depth sets both
     masked_attention_layers -- temporal blocks with the keyframe key mask (1)
     num_heads (8), mlp_ratio (2), dropout, attn_drop_rate, drop_path_rate (float or per stage)
-    loss_weights -- (centre, sequence) (0.5, 0.5); root_joint -- root of the loss targets (0)
+    loss_weights -- (centre, sequence) (0.5, 0.5); root_joint -- accepted from earlier configs (targets
+        arrive root-relative)
     Official constructor names (num_frames, num_keypoints, spatial_d_model, temporal_d_model,
     first_strided_token_attention_layer, drop_rate) are accepted as aliases."""
     given = dict(num_frame=num_frame, sequence_stride=sequence_stride, mask_stride=mask_stride,
@@ -367,8 +367,7 @@ def uplift_upsample(preset=None, num_frame=None, sequence_stride=None, mask_stri
                  num_heads=num_heads, mlp_ratio=mlp_ratio, spatial_depth=spatial_depth,
                  temporal_depth=temporal_depth, masked_attention_layers=masked_attention_layers,
                  drop_path_rate=drop_path_rate, num_joints=num_joints, qkv_bias=qkv_bias,
-                 dropout=dropout, attn_drop_rate=attn_drop_rate, loss_weights=loss_weights,
-                 root_joint=root_joint)
+                 dropout=dropout, attn_drop_rate=attn_drop_rate, loss_weights=loss_weights)
     if depth is not None:
         for key in ('spatial_depth', 'temporal_depth'):
             given[key] = depth if given[key] is None else given[key]

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import register_model
+from models.base import Lifter
 from models.blocks import channels_last_norm, pointwise
 
 _PREFIXES = ('expand_conv.', 'expand_bn.', 'layers_conv.', 'layers_bn.', 'shrink.')
@@ -53,7 +54,7 @@ def detect_official(state_dict) -> Optional[dict]:
 
 
 @register_model('videopose', aliases=('videopose3d', 'temporal_conv'), detect_official=detect_official)
-class VideoPose3D(nn.Module):
+class VideoPose3D(Lifter):
     """Temporal convolution lifter.
 
     filter_widths -- kernel width of each block; the receptive field is their product
@@ -178,7 +179,7 @@ class VideoPose3D(nn.Module):
             return self._strided(x.flatten(2)).unflatten(-1, (self.num_joints_out, 3))
         return self._to_poses(self._dilated(self._to_channels(x)))
 
-    def predict_sequence(self, x):
+    def predict_sequence(self, x, max_batch=1024):
         """Whole sequences x [B, T, J, 2] -> [B, T, J, 3]: the ends are padded by repeating
         the first / last frame (causal: all padding before the first frame)."""
         pad = (self.receptive_field - 1) // 2

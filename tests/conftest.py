@@ -1,11 +1,9 @@
 """Shared test fixtures: where the reference data lives, a small synthetic dataset."""
 import os
-import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 SHARED = os.environ.get('UNILIFT_SHARED', os.path.join(ROOT, '..', 'shared'))
 REFERENCE = os.path.join(SHARED, 'reference')

@@ -26,8 +26,6 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 KEYPOINTS_SYMMETRY = [[4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16]]
 ACTIONS = ('Walking', 'Eating 2')
@@ -123,7 +121,7 @@ def subprocess_env(threads=1):
     return env
 
 
-def run_script(argv, faults=(), timeout=120, threads=1):
+def run_script(argv, faults=(), timeout=600, threads=1):
     """subprocess.CompletedProcess of run.py (through the fault launcher when ``faults``)."""
     command = [sys.executable, os.path.join(ROOT, 'run.py')] if not faults else \
         [sys.executable, os.path.abspath(__file__), *map(str, faults), '--']

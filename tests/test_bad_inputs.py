@@ -93,17 +93,17 @@ def test_unknown_model(good_data, trained):
                           ["unknown model 'no_such_model'", 'videopose'])
 
 
-def test_checkpoint_of_incompatible_shape(good_data, trained):
+def test_flags_that_contradict_the_checkpoint(good_data, trained):
+    """The file decides the architecture: a flag that contradicts it is named, with what to do."""
     line = assert_one_line_error(tiny_args(good_data, trained, '--model', 'videopose', '-ch', '16',
-                                           '--evaluate', 'latest.pt'), trained, ['does not fit model videopose'])
-    assert 'expand_conv.weight: file (32, 34, 3) vs model (16, 34, 3)' in line
+                                           '--evaluate', 'latest.pt'), trained, ['channels=32', 'channels=16'])
+    assert 'drop those flags' in line
 
 
 def test_checkpoint_of_another_model(good_data, trained):
     mixste = ('--model', 'mixste', '-f', '9', '-cs', '16', '-dep', '1')
-    line = assert_one_line_error(tiny_args(good_data, trained, *mixste, '--evaluate', 'latest.pt'), trained,
-                                 ['does not fit model mixste (it holds videopose', 'missing'])
-    assert 'unexpected expand_conv.weight' in line
+    assert_one_line_error(tiny_args(good_data, trained, *mixste, '--evaluate', 'latest.pt'), trained,
+                          ['--model mixste, but the checkpoint holds videopose', 'drop --model'])
 
 
 def test_resume_pointing_at_nothing(good_data, trained, tmp_path):
@@ -160,3 +160,26 @@ def test_sequence_shorter_than_receptive_field_is_padded(model_flags, tmp_path):
     results = json.load(open(tmp_path / 'r.json'))
     assert results['per_action']['Sitting']['frames'] == 5 * 4
     assert np.isfinite(results['per_action']['Sitting']['mpjpe'])
+
+
+@pytest.mark.parametrize('flags, expected', [
+    (['-e=-1'], ['-e/--epochs', 'must be an integer >= 0 (0: evaluate only), got -1']),
+    (['-b=-5'], ['-b/--batch-size', 'must be a positive integer, got -5']),
+    (['-b', '0'], ['-b/--batch-size', 'must be a positive integer, got 0']),
+    (['-lr=-1e-3'], ['-lr/--lr', 'must be a number > 0, got -1e-3']),
+    (['-lr', '-1e-3'], ['-lr/--lr', 'must be a number > 0, got -1e-3']),
+    (['-lr', '0'], ['-lr/--lr', 'must be a number > 0, got 0']),
+    (['-f', '0'], ['-f/--frames', 'must be a positive integer, got 0']),
+    (['--model', 'mixste', '-f', '0'], ['-f/--frames', 'must be a positive integer, got 0']),
+    (['--epoch', '3'], ['unrecognized argument --epoch; did you mean --epochs?', 'cannot be abbreviated']),
+    (['--recipe', 'pstmo_s_3dhp_stage1'], ["recipe 'pstmo_s_3dhp_stage1' is for run_3dhp.py, not run.py"]),
+], ids=lambda v: ' '.join(v) if isinstance(v, list) and v and v[0].startswith('-') else None)
+def test_bad_values_are_refused_when_parsing(flags, expected, good_data, trained):
+    line = assert_one_line_error(tiny_args(good_data, trained, *flags), trained, expected)
+    assert 'expected one argument' not in line
+
+
+def test_root_path_that_is_a_file_is_refused_when_parsing(good_data, trained):
+    path = f'{good_data}/data_3d_h36m.npz'
+    assert_one_line_error(tiny_args(good_data, trained, '--root_path', path), trained,
+                          [f"'{path}' is a file, not a directory"])

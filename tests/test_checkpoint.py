@@ -163,3 +163,21 @@ def test_truncated_and_missing_files_give_one_line_errors(tmp_path):
         with pytest.raises(UserError) as caught:
             read_checkpoint(str(bad))
         assert expected in str(caught.value) and '\n' not in str(caught.value)
+
+
+def test_a_file_of_another_shape_is_refused_in_one_line(tmp_path):
+    from common.checkpoint import make_checkpoint
+    from models import build_model
+    stored = make_checkpoint(build_model('videopose', filter_widths=[3, 3], channels=32))
+    with pytest.raises(UserError) as err:
+        load_checkpoint(build_model('videopose', filter_widths=[3, 3], channels=16), stored)
+    assert 'does not fit model videopose (it holds videopose' in str(err.value)
+    assert 'expand_conv.weight: file (32, 34, 3) vs model (16, 34, 3)' in str(err.value) and '\n' not in str(err.value)
+
+
+def test_a_text_file_is_named_as_such(tmp_path):
+    path = tmp_path / 'notes.pth'
+    path.write_text('101 epochs, lr 1e-3\n')
+    with pytest.raises(UserError) as err:
+        read_checkpoint(str(path))
+    assert 'is a text file, not a PyTorch checkpoint' in str(err.value) and 'torch.save' in str(err.value)

@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, model_spec_from_checkpoint
+from common.checkpoint import load_checkpoint
+from common.compat import model_spec_from_checkpoint
 from models import build_model
 from models.context_pose import ref_from_crop_pixels
 
@@ -80,3 +81,10 @@ def test_published_hrnet32_key_table(reference_dir):
     state = {k[len('module.'):]: torch.zeros(s) for k, s in file_keys}
     converted = net.convert_official_state_dict(state)
     assert list(converted) == [k for k, _ in ours]
+
+
+def test_keypoint_datasets_refuse_the_image_feature_model(tmp_path):
+    from helpers_data import run_inprocess, tiny_args, write_tiny_h36m
+    data = write_tiny_h36m(tmp_path / 'data')
+    code, _, err = run_inprocess([*tiny_args(data, tmp_path / 'ck', epochs=1), '--model', 'context_pose'])
+    assert code == 2 and err.count('\n') == 1 and 'feature maps' in err

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from common.camera import (camera_to_world, image_coordinates, load_h36m_cameras, normalize_screen_coordinates,
-                           project_to_2d, qrot, world_to_camera)
+from common.camera import camera_to_world, load_h36m_cameras, project_to_2d, qrot, world_to_camera
+from common.pose_codec import image_coordinates, normalize_screen_coordinates
 from common.datasets import DataConfig, load_dataset
 from common.errors import UserError
 from common.skeleton import H36M_17, H36M_KEPT_JOINTS
@@ -71,7 +71,8 @@ def test_reader_follows_the_reference_pipeline(tmp_path):
     camera = CAMERAS['S9'][3]
     world = positions_3d['S9']['Walking 1'][:, list(H36M_KEPT_JOINTS)]
     absolute = world_to_camera(world, camera.orientation, camera.translation)
-    np.testing.assert_allclose(seq.pose3d[:, 0], absolute[:, 0], atol=1e-5)  # root keeps the trajectory
+    np.testing.assert_allclose(seq.trajectory, absolute[:, 0], atol=1e-5)  # the root's path, kept apart
+    assert np.all(seq.pose3d[:, 0] == 0)
     np.testing.assert_allclose(seq.pose3d[:, 1:], absolute[:, 1:] - absolute[:, :1], atol=1e-5)
     assert len(seq) == 30  # 2D trimmed to the mocap length
     expected = normalize_screen_coordinates(positions_2d['S9']['Walking 1'][3][:30], 1000, 1002)

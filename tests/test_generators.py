@@ -4,7 +4,10 @@ import torch
 
 from common.datasets import Sequence
 from common.generators import EpochSampler, WindowConfig, WindowDataset
-from common.inference import centre_windows, mirror_pose, predict_sequence
+from common.inference import predict_sequence
+from common.pose_codec import mirror_pose, split_trajectory
+from models.base import Lifter
+from models.windows import centre_windows
 
 LEFT, RIGHT = [4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16]
 
@@ -20,37 +23,43 @@ def ramp_sequence(length, offset=0.0):
 
 def test_seq2seq_windows_cover_stream_and_end_on_last_frame():
     data = WindowDataset([ramp_sequence(10), ramp_sequence(4, 100)],
-                         WindowConfig('seq2seq', frames=6, flip=False), root_joint=None)
+                         WindowConfig('seq2seq', frames=6, flip=False))
     frames = data.__getitems__(list(range(len(data))))['input2d'][:, :, 0, 0]
     assert frames.tolist() == [[0, 1, 2, 3, 4, 5], [4, 5, 6, 7, 8, 9],
                                [100, 101, 102, 103, 103, 103]]  # short stream: edge padded right
 
 
 def test_seq2frame_windows_are_centred_with_edge_padding_and_tds():
-    data = WindowDataset([ramp_sequence(9)], WindowConfig('seq2frame', frames=5, tds=2, flip=False),
-                         root_joint=None)
+    data = WindowDataset([ramp_sequence(9)], WindowConfig('seq2frame', frames=5, tds=2, flip=False))
     assert len(data) == 9
     frames = data.__getitems__([0, 4, 8])['input2d'][:, :, 0, 0]
     assert frames.tolist() == [[0, 0, 0, 2, 4], [0, 2, 4, 6, 8], [4, 6, 8, 8, 8]]
 
 
 def test_causal_windows_end_at_their_target():
-    data = WindowDataset([ramp_sequence(9)], WindowConfig('seq2frame', frames=5, flip=False),
-                         root_joint=None, causal_shift=2)
+    data = WindowDataset([ramp_sequence(9)], WindowConfig('seq2frame', frames=5, flip=False), causal_shift=2)
     assert data.__getitems__([4])['input2d'][0, :, 0, 0].tolist() == [0, 1, 2, 3, 4]
 
 
-def test_target_root_is_zeroed_and_other_joints_kept():
-    batch = WindowDataset([ramp_sequence(5)], WindowConfig('seq2frame', frames=3, flip=False),
-                          root_joint=0).__getitems__([2])
+def test_root_relative_targets_and_root_depth_from_the_trajectory():
+    """The codec splits a camera-frame stream into root-relative joints and the root's
+    trajectory; windows carry the relative target and the trajectory's depth."""
+    absolute = ramp_sequence(5).pose3d
+    absolute[:, 0, 2] = np.arange(5) + 3.0  # the root moves away from the camera
+    relative, trajectory = split_trajectory(absolute, 0)
+    assert np.all(relative[:, 0] == 0) and np.array_equal(trajectory, absolute[:, 0])
+    np.testing.assert_allclose(relative[:, 5], absolute[:, 5] - absolute[:, 0])
+    seq = Sequence(ramp_sequence(5).pose2d, relative, 'S1', 'Walking', 0, 'Walking', trajectory=trajectory)
+    batch = WindowDataset([seq], WindowConfig('seq2frame', frames=3, flip=False)).__getitems__([2])
     assert torch.all(batch['target3d'][0, :, 0] == 0)
-    assert batch['target3d'][0, 1, 5].tolist() == [2.0, 5.0, 1.0]
+    assert batch['target3d'][0, 1, 5].tolist() == [0.0, 5.0, 1.0 - 5.0]
+    assert batch['root_depth'][0].tolist() == [4.0, 5.0, 6.0]
 
 
 def test_flip_augmentation_mirrors_half_and_swaps_left_right():
     seq = ramp_sequence(200)
     seq.intrinsics = np.arange(1, 10, dtype=np.float32)
-    data = WindowDataset([seq], WindowConfig('seq2frame', frames=1, flip=True, seed=3), root_joint=None,
+    data = WindowDataset([seq], WindowConfig('seq2frame', frames=1, flip=True, seed=3),
                          flip_pairs=(LEFT, RIGHT))
     batch = data.__getitems__(list(range(200)))
     flipped = torch.from_numpy(data.flipped)
@@ -64,8 +73,7 @@ def test_flip_augmentation_mirrors_half_and_swaps_left_right():
 
 
 def test_epoch_randomness_is_a_function_of_seed_and_epoch():
-    data = WindowDataset([ramp_sequence(500)], WindowConfig('seq2seq', frames=27, random_shift=True, seed=1),
-                         root_joint=None, flip_pairs=(LEFT, RIGHT))
+    data = WindowDataset([ramp_sequence(500)], WindowConfig('seq2seq', frames=27, random_shift=True, seed=1), flip_pairs=(LEFT, RIGHT))
     data.set_epoch(2)
     first = (data.shift.copy(), data.flipped.copy())
     data.set_epoch(3)
@@ -92,7 +100,7 @@ def test_mirror_pose_is_an_involution():
     assert torch.equal(mirror_pose(mirror_pose(pose, LEFT, RIGHT), LEFT, RIGHT), pose)
 
 
-class EchoCentre(torch.nn.Module):
+class EchoCentre(Lifter):
     """Predicts the centre frame's 2D (with z = 0): makes window alignment visible."""
     receptive_field, predicts = 5, 'centre'
 

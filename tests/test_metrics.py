@@ -7,8 +7,8 @@ import torch
 
 from common.metrics import (ActionwiseMeter, MPII3D_14_FROM_17, PCK_GROUPS_3DHP_14, action_group,
                             auc, mpii3d_protocol, mpjpe, mpjve, n_mpjpe, p_mpjpe,
-                            per_joint_error, pck, procrustes_align, protocol_table, stream_metrics,
-                            zero_root)
+                            per_joint_error, pck, procrustes_align, protocol_table, stream_metrics)
+from common.pose_codec import zero_root
 
 
 def rotation_matrix(axis, angle):

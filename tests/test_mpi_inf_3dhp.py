@@ -87,7 +87,8 @@ def test_pstmo_reader_units_roots_and_normalisation(tmp_path, capsys):
     raw = train_files['S1 Seq1'][0]['2']
     seq = train[1]
     assert seq.pose2d.shape == (7, 17, 2) and seq.pose3d.shape == (7, 17, 3) and seq.pose2d.dtype == np.float32
-    np.testing.assert_allclose(seq.pose3d[:, 14], raw['data_3d'][:, 14] / 1000, rtol=1e-6)
+    np.testing.assert_allclose(seq.trajectory, raw['data_3d'][:, 14] / 1000, rtol=1e-6)
+    assert np.all(seq.pose3d[:, 14] == 0)
     np.testing.assert_allclose(seq.pose3d[:, 3], (raw['data_3d'][:, 3] - raw['data_3d'][:, 14]) / 1000, atol=1e-6)
     np.testing.assert_allclose(seq.pose2d, raw['data_2d'] / 1024 - 1, atol=1e-6)
     assert seq.valid is None and seq.image_size == (2048, 2048)
@@ -326,7 +327,6 @@ def run_script(*args, cwd):
 
 def test_run_3dhp_train_and_evaluate_on_written_files(tmp_path, capsys):
     """In-process (cheaper than a subprocess): run_3dhp.py's preset over files written here."""
-    sys.path.insert(0, ROOT)
     from run_3dhp import PRESET
     from common.runner import main
     write_pstmo(tmp_path, np.random.default_rng(9), lengths=(40, 30))

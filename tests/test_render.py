@@ -79,7 +79,7 @@ def dataset_flags(directory):
 def render(directory, *extra):
     """render.py in a subprocess (the command line as users type it), run in ``directory``."""
     command = [sys.executable, os.path.join(ROOT, 'render.py'), *dataset_flags(directory), *extra]
-    return subprocess.run(command, cwd=str(directory), capture_output=True, text=True, timeout=120)
+    return subprocess.run(command, cwd=str(directory), capture_output=True, text=True, timeout=600)
 
 
 def render_in_process(directory, *extra):
@@ -199,14 +199,14 @@ def test_cli_unknown_action_is_one_line_listing_the_choices(workspace, capsys):
 # ----------------------------------------------------------------------------- Python API
 
 def tiny_sequence(world, camera_index=0, subject='S9'):
-    from common.camera import normalize_screen_coordinates
     from common.datasets import Sequence
+    from common.pose_codec import normalize_screen_coordinates, split_trajectory
     camera = load_h36m_cameras()[subject][camera_index]
     pose3d = world_to_camera(world, camera.orientation, camera.translation)
     pixels = project_to_2d(pose3d, camera)
-    pose3d[:, 1:] -= pose3d[:, :1]  # the readers' layout: root-relative joints, root keeps the trajectory
-    return Sequence(normalize_screen_coordinates(pixels, camera.res_w, camera.res_h), pose3d, subject, ACTION,
-                    camera_index, 'Walking', image_size=(camera.res_w, camera.res_h))
+    relative, trajectory = split_trajectory(pose3d, 0)  # as the readers store it
+    return Sequence(normalize_screen_coordinates(pixels, camera.res_w, camera.res_h), relative, subject, ACTION,
+                    camera_index, 'Walking', image_size=(camera.res_w, camera.res_h), trajectory=trajectory)
 
 
 def test_display_frame_is_the_world_frame_for_h36m_cameras_and_upright_otherwise():

@@ -12,8 +12,10 @@ import os
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, model_spec_from_checkpoint, split_checkpoint
-from common.inference import mirror_pose, predict_sequence
+from common.checkpoint import load_checkpoint, split_checkpoint
+from common.compat import model_spec_from_checkpoint
+from common.inference import predict_sequence
+from common.pose_codec import mirror_pose
 from conftest import REFERENCE, load_fixture
 from models import build_model, detect_official_model
 

@@ -105,7 +105,7 @@ def test_3d_only_pretraining_through_virtual_cameras(data_root, tmp_path):
     model = build_model('uplift_upsample', num_frame=9, sequence_stride=2, mask_stride=[4], strides=[3, 3],
                         paddings=[[0, 0], [0, 0]], spatial_dim=8, temporal_dim=32, num_heads=2,
                         spatial_depth=1, temporal_depth=1)
-    data = WindowDataset(train_seqs, WindowConfig('seq2frame', frames=model.receptive_field), spec.root_joint,
+    data = WindowDataset(train_seqs, WindowConfig('seq2frame', frames=model.receptive_field),
                          spec.flip_pairs)
     objective = TrainingObjective(model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)

@@ -5,12 +5,14 @@ import os
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, model_spec_from_checkpoint
+from common.checkpoint import load_checkpoint, transfer_matching_weights
+from common.compat import model_spec_from_checkpoint
 from common.errors import UserError
-from common.inference import mirror_pose, predict_sequence
+from common.inference import predict_sequence
+from common.pose_codec import mirror_pose
 from conftest import load_fixture
 from models import build_model
-from models.stmo import BONES_17, bone_vectors, draw_temporal_mask, load_pretrained_encoder
+from models.stmo import BONES_17, bone_vectors, draw_temporal_mask
 
 JOINT_MASKS = ('spatial_mask', 'bone_mask', 'limb_mask1', 'limb_mask2')
 
@@ -70,7 +72,8 @@ def test_pstmo_detection_and_sequence_prediction(pstmo_fx):
     assert model.Transformer_reduce.model.layers[3].stride == 3
     with torch.no_grad():
         assert_fixture_close(model(pstmo_fx['input_bfjc']), pstmo_fx['output_bfjc'], pstmo_fx['config'])
-    out = predict_sequence(model, pstmo_fx['input_bfjc'][:1, :20], tds=2)
+    model.frame_step = 2
+    out = predict_sequence(model, pstmo_fx['input_bfjc'][:1, :20])
     assert out.shape == (1, 20, 17, 3) and torch.isfinite(out).all()
 
 
@@ -79,10 +82,10 @@ def test_sequence_prediction_shares_frame_features_exactly(name):
     """Every frame is embedded once and its windows gather the features: the result equals
     running each (edge-padded, tds-spaced) window through forward, in small batches too."""
     torch.manual_seed(0)
-    model = build_model(name, num_frame=27, layers=2, channel=32, d_hid=64).eval()
+    model = build_model(name, num_frame=27, layers=2, channel=32, d_hid=64, frame_step=2).eval()
     x = torch.randn(2, 40, 17, 2) * 0.3
     with torch.no_grad():
-        out = predict_sequence(model, x, tds=2, max_batch=7)
+        out = predict_sequence(model, x, max_batch=7)
         index = (torch.arange(40)[:, None] + torch.arange(-13, 14) * 2).clamp(0, 39)
         reference = torch.stack([model(x[b, index])[:, 0] for b in range(2)])
     torch.testing.assert_close(out, reference, atol=1e-5, rtol=0)
@@ -90,11 +93,10 @@ def test_sequence_prediction_shares_frame_features_exactly(name):
 
 def test_pstmo_training_loss_is_released_objective(pstmo_fx):
     model = loaded('stmo', pstmo_fx)
-    target = torch.randn(2, 81, 17, 3)
+    zeroed = torch.randn(2, 81, 17, 3)
+    zeroed[:, :, 0] = 0  # targets arrive root-relative (common.pose_codec)
     with torch.no_grad():
-        loss = model.training_loss(pstmo_fx['input_bfjc'], target)
-    zeroed = target.clone()
-    zeroed[:, :, 0] = 0
+        loss = model.training_loss(pstmo_fx['input_bfjc'], zeroed)
     expected = ((pstmo_fx['output_VTE_bfjc'] - zeroed).norm(dim=-1).mean()
                 + (pstmo_fx['output_bfjc'] - zeroed[:, 40:41]).norm(dim=-1).mean())
     torch.testing.assert_close(loss, expected, atol=1e-4, rtol=1e-5)
@@ -147,11 +149,11 @@ def test_aptpose_evaluation_is_deterministic_and_unmasked(aptpose_fx):
 def test_aptpose_training_loss_adds_bone_terms(aptpose_fx):
     model = loaded('aptpose', aptpose_fx)
     x, target = aptpose_fx['input_bfjc'], torch.randn(2, 27, 17, 3)
+    target[:, :, 0] = 0  # targets arrive root-relative (common.pose_codec)
     with torch.no_grad():
         centre, full, bone_centre, bone_full = model.forward_all(x)
         loss = model.training_loss(x, target)
-    zeroed = target.clone()
-    zeroed[:, :, 0] = 0
+    zeroed = target
     bones = target[:, :, [p for p, _ in BONES_17]] - target[:, :, [c for _, c in BONES_17]]
     expected = ((full - zeroed).norm(dim=-1).mean() + (centre - zeroed[:, 13:14]).norm(dim=-1).mean()
                 + 0.5 * (bone_full - bones).norm(dim=-1).mean()
@@ -209,7 +211,7 @@ def test_two_stage_training(name):
     assert stage1(poses).shape == (8, 9, 17, 2)
 
     stage2 = build_model(name, **config)
-    copied = load_pretrained_encoder(stage2, stage1.state_dict())
+    copied = transfer_matching_weights(stage2, stage1.state_dict())
     source, target = stage1.state_dict(), stage2.state_dict()
     assert copied and all(target[k].equal(source[k]) for k in copied)
     assert all(k.startswith(('encoder', 'Transformer.', 'spatial_mask_token', 'bone_mask_token',
@@ -224,7 +226,7 @@ def test_two_stage_training(name):
 def test_official_pretrain_file_transfers_and_is_not_a_finetune_file(aptpose_fx):
     stage1 = load_fixture('aptpose_stage1_h36m_f27_l2.pt')
     model = build_model('aptpose', **aptpose_fx['config']['constructor'])
-    copied = load_pretrained_encoder(model, stage1['checkpoint'])
+    copied = transfer_matching_weights(model, stage1['checkpoint'])
     assert 'limb_mask2_token' in copied and 'encoder4.fc_2.bias' in copied
     assert model.encoder4.fc_2.bias.equal(stage1['checkpoint']['module.encoder4.fc_2.bias'])
     with pytest.raises(UserError, match='Transformer_reduce'):

@@ -18,6 +18,7 @@ from common.dist import DistInfo, configure_determinism
 from common.engine import TrainConfig, TrainingObjective, make_loader, train_one_epoch
 from common.optim import WeightEMA
 from common.generators import WindowConfig, WindowDataset
+from models.base import Lifter
 from helpers_data import (ROOT, assert_same_weights, model_tensors, run_inprocess, run_script,  # noqa: F401
                           single_thread, subprocess_env, tiny_args, write_tiny_h36m)
 
@@ -27,7 +28,7 @@ def data_dir(tmp_path_factory):
     return write_tiny_h36m(tmp_path_factory.mktemp('data'))
 
 
-class Linear2Dto3D(nn.Module):
+class Linear2Dto3D(Lifter):
     """A batch-independent lifter (no BatchNorm, no dropout): [B, F, J, 2] -> [B, F, J, 3]."""
     predicts, receptive_field = 'sequence', 1
 
@@ -103,8 +104,8 @@ def test_window_order_and_contents_do_not_depend_on_workers(data_dir):
     from common.datasets import DataConfig, load_dataset
     train, _, spec = load_dataset(DataConfig(dataset='h36m', root_path=data_dir, keypoints='gt',
                                              subjects_train=['S1'], subjects_test=['S9']))
-    dataset = WindowDataset(train, WindowConfig('seq2frame', frames=9, flip=True, seed=5), spec.root_joint,
-                            spec.flip_pairs, (list(spec.skeleton.joints_left), list(spec.skeleton.joints_right)))
+    dataset = WindowDataset(train, WindowConfig('seq2frame', frames=9, flip=True, seed=5),
+                            spec.flip_pairs, spec.skeleton.flip_pairs)
     seen = {}
     for workers in (0, 2):
         cfg = TrainConfig(batch_size=100, workers=workers, seed=5)
@@ -244,19 +245,44 @@ def _assert_only_complete_checkpoints(directory):
         assert state['model'] and all(torch.isfinite(v.float()).all() for v in state['model'].values())
 
 
-def _kill_at_random_moment(argv, latest, delay):
-    """Start run.py; once it has written a checkpoint of its own (training is under way), wait
-    ``delay`` seconds more and SIGKILL it: mid-step or mid-write, wherever it happens to be."""
-    before = latest.stat().st_mtime_ns
+def _landed(path):
+    """Identity of the file now at ``path``: every checkpoint write lands by a rename, so a new
+    write changes it (two writes inside one timestamp tick may look alike: then one is missed)."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+def _kill_at_random_moment(argv, latest, rng, timeout=600):
+    """Start run.py and SIGKILL it at a random moment of its training, chosen by its observed
+    progress, not by wall time: after a random number (2 to 4) of its checkpoint writes have
+    landed, wait a random fraction of the time between its last two observed writes (mid-step or
+    mid-write, wherever it happens to be), then kill. A slow or a fast machine alike: the run has
+    made progress, and is far from its end (it writes latest.pt about 60 times). Returns its
+    exit status (-SIGKILL unless it ended before the kill)."""
+    writes, fraction = rng.randint(2, 4), rng.random()
+    seen, landed_at = _landed(latest), [time.monotonic()]
     command = [sys.executable, os.path.join(ROOT, 'run.py'), *map(str, argv)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=subprocess_env(1), cwd=ROOT)
-    deadline = time.time() + 60
-    while latest.stat().st_mtime_ns == before and process.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    try:
+        deadline = time.monotonic() + timeout  # minutes: a loaded machine is slow, never this slow
+        while len(landed_at) <= writes and process.poll() is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f'run.py wrote {len(landed_at) - 1} of {writes} checkpoints in {timeout} s')
+            now = _landed(latest)
+            if now != seen:
+                seen = now
+                landed_at.append(time.monotonic())
+            time.sleep(0.002)
+        if process.poll() is None:
+            # the pace of training between two writes (the first write's wait holds the start-up)
+            time.sleep(fraction * min(landed_at[-1] - landed_at[-2], 1.0))
+            process.send_signal(signal.SIGKILL)
+        return process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(data_dir, tmp_path):
@@ -280,8 +306,9 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(data_dir, tm
     # 2) killed at random moments while training from the last checkpoint
     rng = random.Random(1234)
     for _ in range(3):
-        _kill_at_random_moment(tiny_args(data_dir, broken, *extra, '--resume', broken / 'latest.pt', **args),
-                               broken / 'latest.pt', rng.uniform(0, 0.8))
+        status = _kill_at_random_moment(tiny_args(data_dir, broken, *extra, '--resume', broken / 'latest.pt',
+                                                  **args), broken / 'latest.pt', rng)
+        assert status == -signal.SIGKILL, f'run.py ended ({status}) before it was killed'
         _assert_only_complete_checkpoints(broken)
         state = read_checkpoint(str(broken / 'latest.pt'))
         progress.append((state['epoch'], state['step']))

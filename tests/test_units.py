@@ -2,7 +2,6 @@
 protocol numbers (table, JSON, inference_data.mat) as the same network scaled to metres."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -11,9 +10,6 @@ import torch
 
 from common.checkpoint import read_checkpoint
 from common.mpi_inf_3dhp_protocol import format_3dhp
-from helpers_data import ROOT
-
-sys.path.insert(0, ROOT)
 
 ROOT_17 = 14
 NET = ['-f', '27', '--layers', '2', '--channel', '32', '--d_hid', '64']  # a small P-STMO-S

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.inference import centre_windows
+from models.windows import centre_windows
 from models import build_model
 from models.videopose import detect_official
 

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from common import visualization as viz
-from common.arguments import build_parser
-from common.command_line import check_conflicts
-from common.datasets import H36M_SPEC, read_custom_keypoints, read_predictions
-from common.dist import DistInfo, select_device
+from common.cli.arguments import build_parser
+from common.cli.command_line import check_conflicts
+from common.data.datasets import H36M_SPEC, read_custom_keypoints, read_predictions
+from common.train.dist import DistInfo, select_device
 from common.errors import UserError, exit_status
-from common.inference import predict_sequence
-from common.runner import ScriptPreset, load_data, load_model_for_inference
+from common.eval.inference import predict_sequence
+from common.cli.runner import ScriptPreset, load_data, load_model_for_inference
 
 PRESET = ScriptPreset(script='render.py', dataset='h36m',
                       description='Render a lifter\'s 3D predictions as a GIF, an MP4 or a PNG grid of frames.')

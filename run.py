@@ -9,7 +9,7 @@ See ``--help`` for every flag and README.md for the published commands.
 """
 import sys
 
-from common.runner import ScriptPreset, main
+from common.cli.runner import ScriptPreset, main
 
 PRESET = ScriptPreset(script='run.py', dataset='h36m',
                       description='Train or evaluate a 2D-to-3D pose lifter on Human3.6M.')

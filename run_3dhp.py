@@ -15,7 +15,7 @@ See ``--help`` for every flag.
 """
 import sys
 
-from common.runner import ScriptPreset, main
+from common.cli.runner import ScriptPreset, main
 
 PRESET = ScriptPreset(script='run_3dhp.py', dataset='3dhp',
                       description='Train or evaluate a 2D-to-3D pose lifter on MPI-INF-3DHP.',

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from common import visualization as viz
-from common.datasets import DataConfig, load_dataset
+from common.data.datasets import DataConfig, load_dataset
 
 
 def load_scene(args):

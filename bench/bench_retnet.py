@@ -19,8 +19,8 @@ from contextlib import contextmanager
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.checkpoint import load_checkpoint
-from common.inference import predict_sequence
+from common.train.checkpoint import load_checkpoint
+from common.eval.inference import predict_sequence
 from models.windows import predict_seq2seq
 from models.windows import centre_windows
 from models import build_model

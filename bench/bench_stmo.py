@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.inference import predict_sequence
+from common.eval.inference import predict_sequence
 from models.windows import centre_windows
 from models import build_model
 

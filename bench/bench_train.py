@@ -11,7 +11,7 @@ features, nor the refine module, which needs a 3D estimate too) at its paper con
 * train windows/s and frames/s -- optimiser steps (forward, the model's own loss, backward,
   AdamW) on random windows; frames = supervised output frames (1 per window for centre-frame
   models, F for sequence models);
-* infer frames/s -- whole-sequence prediction as the evaluation runs it (common.inference);
+* infer frames/s -- whole-sequence prediction as the evaluation runs it (common.eval.inference);
 * peak GPU memory of each phase;
 * MFU -- model FLOPs (torch.utils.flop_counter: matrix products, convolutions, attention) per
   second over the device's dense peak for that precision (table below; fp32 means no TF32);
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common.command_line import accepted_kwargs
-from common.datasets import H36M_SPEC, Sequence
-from common.engine import TrainingObjective
-from common.evaluation import EvalConfig, evaluate
-from common.inference import predict_sequence
+from common.cli.command_line import accepted_kwargs
+from common.data.datasets import H36M_SPEC, Sequence
+from common.train.engine import TrainingObjective
+from common.eval.evaluation import EvalConfig, evaluate
+from common.eval.inference import predict_sequence
 from models import build_model, get_entry, model_names
 
 # need image features / a 3D estimate / the camera as well ('refined' = a listed lifter + refine)

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from common.datasets import Sequence
-from common.generators import WindowConfig, WindowDataset
+from common.data.datasets import Sequence
+from common.data.generators import WindowConfig, WindowDataset
 
 
 def reference_batch(sequences, windows, kind, frames, tds):

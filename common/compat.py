@@ -11,8 +11,8 @@ own checkpoints.
 import os
 from typing import Optional
 
-from common.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, split_checkpoint
-from common.checkpoint import transfer_matching_weights
+from common.train.checkpoint import load_checkpoint, make_checkpoint, read_checkpoint, split_checkpoint
+from common.train.checkpoint import transfer_matching_weights
 from common.errors import UserError
 
 

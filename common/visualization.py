@@ -22,10 +22,10 @@ from matplotlib.ticker import MultipleLocator, NullFormatter  # noqa: E402
 from mpl_toolkits.mplot3d.art3d import Line3DCollection  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from common.camera import camera_to_world, load_h36m_cameras  # noqa: E402
-from common.pose_codec import image_coordinates  # noqa: E402
+from common.data.camera import camera_to_world, load_h36m_cameras  # noqa: E402
+from common.data.pose_codec import image_coordinates  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.skeleton import Skeleton  # noqa: E402
+from common.data.skeleton import Skeleton  # noqa: E402
 
 SIDE_COLOURS = {'left': '#1f5fd6', 'right': '#e3342f', 'centre': '#303030'}
 ELEVATION = 15.0

@@ -10,7 +10,7 @@ Contract every registered model follows (shapes as [B, T, J, C]):
 * ``forward(x)``: ``x`` [B, T, J, 2] normalised screen coordinates ->
   [B, T_out, J, 3] root-relative positions in ``output_unit`` (metres unless the
   model was built with ``output_unit='mm'``, as the P-STMO / APTPose MPI-INF-3DHP
-  files; see common/pose_codec.py). ``T_out`` is ``T`` for
+  files; see common/data/pose_codec.py). ``T_out`` is ``T`` for
   models that predict their whole window (``predicts == 'sequence'``) and 1 for
   those that predict the centre frame only (``predicts == 'centre'``).
 * ``receptive_field`` (int): the number of input frames one forward pass sees.
@@ -118,7 +118,7 @@ def build_model(name: str, **hyperparameters) -> nn.Module:
     model.model_name = entry.name
     model.model_config = dict(config)
     if unit is not None:
-        from common.pose_codec import check_unit
+        from common.data.pose_codec import check_unit
         model.output_unit = check_unit(unit)
         model.model_config['output_unit'] = unit
     if step is not None:

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from common.metrics import mpjpe
+from common.eval.metrics import mpjpe
 from models.windows import predict_centre, predict_seq2seq
 
 
@@ -25,9 +25,9 @@ class Lifter(nn.Module):
     receptive_field: int = 1  # input frames of one forward pass
     frame_step: int = 1  # spacing of those frames in a centre-frame window (P-STMO's -tds)
     causal_shift: int = 0  # frames the predicted frame lies after the window centre (causal models)
-    input_layout: str = 'h36m_17'  # joint layout of the 2D input (common.skeleton.LAYOUTS)
+    input_layout: str = 'h36m_17'  # joint layout of the 2D input (common.data.skeleton.LAYOUTS)
     output_layout: str = 'h36m_17'  # joint layout of the 3D output
-    output_unit: str = 'm'  # 'm' or 'mm': what the network's numbers mean (common.pose_codec)
+    output_unit: str = 'm'  # 'm' or 'mm': what the network's numbers mean (common.data.pose_codec)
     inputs: Tuple[str, ...] = ('keypoints',)  # also 'camera' (intrinsics, root depth), 'image_features'
     eval_zero_root: bool = False  # its paper scores the prediction with the root set to 0
     is_pretraining: bool = False  # a masked-pretraining stage: scored by its own objective

@@ -14,13 +14,13 @@ module). Tokens are indexed (level, joint): level 0 embeds the 2D coordinates, l
 Unlike the keypoint-only lifters, ``forward`` needs the feature maps and the joints'
 positions inside the image crop, so datasets without images cannot train it.
 Official checkpoints (``{'model': {'module.backbone.*', 'module.volume_net.*'}}``)
-load through ``common.checkpoint.load_checkpoint``; the backbone part is dropped.
+load through ``common.train.checkpoint.load_checkpoint``; the backbone part is dropped.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.metrics import mpjpe
+from common.eval.metrics import mpjpe
 from models import register_model
 from models.base import Lifter
 from models.blocks import Block, DropPath, Mlp

@@ -6,7 +6,7 @@ of num_frame frames, the last one ending at the last frame)."""
 import torch
 import torch.nn as nn
 
-from common.skeleton import layout_name
+from common.data.skeleton import layout_name
 from models import register_model
 from models.base import Lifter
 from models.blocks import Block, in_cache_sized_passes

@@ -4,13 +4,13 @@ module trained together, as the releases do in their last stage (``--refine`` wh
 
 The refinement needs the ground-truth root depth and the camera intrinsics (the published
 protocol), so it is not part of a lifter's ``forward``: evaluation applies it frame by frame
-(common.evaluation.refine_sequence) and training through ``RefinedLifter.training_loss``.
+(common.eval.evaluation.refine_sequence) and training through ``RefinedLifter.training_loss``.
 Parameter names follow the published files (``post_refine.0`` / ``post_refine.3``).
 """
 import torch
 import torch.nn as nn
 
-from common.metrics import mpjpe
+from common.eval.metrics import mpjpe
 from models import build_model, register_model
 from models.base import Lifter
 from models.strided import check_io_channels, resolve_alias

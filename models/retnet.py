@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.skeleton import layout_name
+from common.data.skeleton import layout_name
 from models import register_model
 from models.base import Lifter
 from models.blocks import Block, Mlp, in_cache_sized_passes

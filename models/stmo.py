@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 
 from common.errors import UserError
-from common.metrics import mpjpe
-from common.skeleton import LAYOUTS, layout_name
+from common.eval.metrics import mpjpe
+from common.data.skeleton import LAYOUTS, layout_name
 from models import register_model
 from models.strided import (CentreFrameLifter, PoseLayerNorm, TemporalEncoder, centre_and_sequence_loss,
                             channels_last_norm, check_io_channels, pointwise, pose_head,

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.metrics import mpjpe
+from common.eval.metrics import mpjpe
 from models import register_model
 from models.base import Lifter
 from models.blocks import channels_last_norm, pointwise
@@ -261,7 +261,7 @@ class CentreFrameLifter(Lifter):
 
     def embed_frames(self, x):
         """Evaluation: the per-frame embedding of a whole sequence, [B, T, J, 2] -> [B, T, C], which
-        every window over those frames shares (see common.inference)."""
+        every window over those frames shares (see common.eval.inference)."""
         return self.embed(x)
 
     def forward_embedded(self, features):

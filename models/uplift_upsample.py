@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.metrics import mpjpe
+from common.eval.metrics import mpjpe
 from models import register_model
 from models.base import Lifter
 from models.blocks import Attention, Block, DropPath
@@ -282,7 +282,7 @@ class UpliftUpsample(Lifter):
         or None: in training mode each sample then draws one of ``mask_stride`` and a random
         keyframe phase, as the official training does; in eval mode the centred mask."""
         batch = x.shape[0]
-        target = self._tokens_of_window(target)  # root-relative already (common.pose_codec)
+        target = self._tokens_of_window(target)  # root-relative already (common.data.pose_codec)
         if stride_mask is None and self.training and self.has_strided_input:
             choices = torch.tensor(self.mask_stride, device=x.device)
             stride = choices[torch.randint(len(choices), (batch,), device=x.device)] // self.sequence_stride

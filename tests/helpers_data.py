@@ -4,7 +4,7 @@ faults (a process killed inside a checkpoint write, a rank that exits or hangs).
 
 The dataset uses the VideoPose3D file layout (data_3d_h36m.npz with 32 raw joints in
 world metres, data_2d_h36m_gt.npz with 4 camera streams in pixels) and is projected
-through common.camera, so 2D and 3D are consistent and the Human3.6M reader takes it
+through common.data.camera, so 2D and 3D are consistent and the Human3.6M reader takes it
 unchanged.
 
 Launcher (used as ``python tests/helpers_data.py [fault options] -- <run.py flags>``):
@@ -53,8 +53,8 @@ def write_tiny_h36m(directory, frames=120, subjects=('S1', 'S9'), actions=ACTION
     frames -- frames per action; short_action -- (name, frames) of an extra short action;
     num_joints_2d -- joints of the 2D file (17 is right; anything else is a broken file);
     corrupt -- None, 'nan' (a NaN keypoint in the first 2D stream)."""
-    from common.camera import load_h36m_cameras, project_to_2d, world_to_camera
-    from common.skeleton import h36m_raw_to_17
+    from common.data.camera import load_h36m_cameras, project_to_2d, world_to_camera
+    from common.data.skeleton import h36m_raw_to_17
     os.makedirs(directory, exist_ok=True)
     cameras = load_h36m_cameras()
     plan = [(a, frames) for a in actions] + ([short_action] if short_action else [])
@@ -103,8 +103,8 @@ def single_thread():
 
 
 def run_inprocess(argv):
-    """(exit status, stdout, stderr) of common.runner.main(argv) for run.py."""
-    from common.runner import ScriptPreset, main
+    """(exit status, stdout, stderr) of common.cli.runner.main(argv) for run.py."""
+    from common.cli.runner import ScriptPreset, main
     preset = ScriptPreset(script='run.py', dataset='h36m', description='')
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -145,7 +145,7 @@ def file_digests(directory):
 
 def model_tensors(path):
     """The model state dict of one of our checkpoint files (loaded safely)."""
-    from common.checkpoint import read_checkpoint
+    from common.train.checkpoint import read_checkpoint
     return read_checkpoint(str(path))['model']
 
 
@@ -160,11 +160,11 @@ def assert_same_weights(a, b):
 
 def _install_faults(options):
     import torch
-    import common.checkpoint as checkpoint
+    import common.train.checkpoint as checkpoint
     if options.die_in_save:
         original, calls = checkpoint.os.replace, [0]
 
-        class _OsWithDeath:  # common.checkpoint's view of `os`: dies just before the rename
+        class _OsWithDeath:  # common.train.checkpoint's view of `os`: dies just before the rename
             def __getattr__(self, name):
                 return getattr(os, name)
 
@@ -177,7 +177,7 @@ def _install_faults(options):
         checkpoint.os = _OsWithDeath()
     rank = int(os.environ.get('RANK', '0'))
     if rank in (options.exit_rank, options.hang_rank):
-        import common.engine as engine
+        import common.train.engine as engine
         forward, steps = engine.TrainingObjective.forward, [0]
 
         def faulty_forward(self, *args):
@@ -202,7 +202,7 @@ def _launch(argv):
     parser.add_argument('--exit-step', type=int, default=3)
     options = parser.parse_args(argv[:split])
     _install_faults(options)
-    from common.runner import ScriptPreset, main
+    from common.cli.runner import ScriptPreset, main
     return main(argv[split + 1:], ScriptPreset(script='run.py', dataset='h36m', description=''))
 
 

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from common.arguments import build_parser
-from common.datasets import DataConfig
-from common.dist import DEFAULT_TIMEOUT_S
-from common.engine import TrainConfig
-from common.evaluation import EvalConfig
-from common.generators import WindowConfig
+from common.cli.arguments import build_parser
+from common.data.datasets import DataConfig
+from common.train.dist import DEFAULT_TIMEOUT_S
+from common.train.engine import TrainConfig
+from common.eval.evaluation import EvalConfig
+from common.data.generators import WindowConfig
 from helpers_data import run_inprocess, single_thread, tiny_args, write_tiny_h36m  # noqa: F401
 
 SCRIPTS = [('run.py', 'h36m', False), ('run_3dhp.py', '3dhp', False), ('render.py', 'h36m', True)]
@@ -74,9 +74,9 @@ def test_model_flags_stay_unset():
 
 def test_runner_passes_the_parsed_values_to_train_config(tmp_path, monkeypatch):
     """No flag: TrainConfig's defaults reach the engine; given flags reach it unchanged."""
-    import common.engine
+    import common.train.engine
     seen = []
-    monkeypatch.setattr(common.engine, 'fit', lambda model, train_set, tests, spec, cfg, *rest: seen.append(cfg) or {})
+    monkeypatch.setattr(common.train.engine, 'fit', lambda model, train_set, tests, spec, cfg, *rest: seen.append(cfg) or {})
     data = write_tiny_h36m(tmp_path / 'data', frames=30)
     base = ['-d', 'h36m', '-k', 'gt', '--root_path', data, '-str', 'S1', '-ste', 'S9', '-arc', '3,3', '-ch', '8',
             '-c', tmp_path / 'ck', '--nolog']

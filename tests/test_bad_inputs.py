@@ -115,7 +115,7 @@ def test_resume_pointing_at_nothing(good_data, trained, tmp_path):
 
 def test_resume_from_a_file_that_is_not_a_training_checkpoint(good_data, trained, tmp_path):
     import torch
-    from common.checkpoint import read_checkpoint
+    from common.train.checkpoint import read_checkpoint
     official = tmp_path / 'pretrained_h36m.bin'
     torch.save({'model_pos': read_checkpoint(str(trained / 'latest.pt'))['model']}, official)
     assert_one_line_error(tiny_args(good_data, trained, '--resume', official), trained,

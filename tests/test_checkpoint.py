@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from common.checkpoint import (FORMAT, atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
+from common.train.checkpoint import (FORMAT, atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
                                remove_partial_files, split_checkpoint, strip_module_prefix, unwrap)
 from common.errors import UserError
 from models import build_model
@@ -166,7 +166,7 @@ def test_truncated_and_missing_files_give_one_line_errors(tmp_path):
 
 
 def test_a_file_of_another_shape_is_refused_in_one_line(tmp_path):
-    from common.checkpoint import make_checkpoint
+    from common.train.checkpoint import make_checkpoint
     from models import build_model
     stored = make_checkpoint(build_model('videopose', filter_widths=[3, 3], channels=32))
     with pytest.raises(UserError) as err:

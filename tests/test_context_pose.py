@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint
+from common.train.checkpoint import load_checkpoint
 from common.compat import model_spec_from_checkpoint
 from models import build_model
 from models.context_pose import ref_from_crop_pixels

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from common.camera import camera_to_world, load_h36m_cameras, project_to_2d, qrot, world_to_camera
-from common.pose_codec import image_coordinates, normalize_screen_coordinates
-from common.datasets import DataConfig, load_dataset
+from common.data.camera import camera_to_world, load_h36m_cameras, project_to_2d, qrot, world_to_camera
+from common.data.pose_codec import image_coordinates, normalize_screen_coordinates
+from common.data.datasets import DataConfig, load_dataset
 from common.errors import UserError
-from common.skeleton import H36M_17, H36M_KEPT_JOINTS
+from common.data.skeleton import H36M_17, H36M_KEPT_JOINTS
 
 CAMERAS = load_h36m_cameras()
 

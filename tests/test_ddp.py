@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from common.checkpoint import read_checkpoint
+from common.train.checkpoint import read_checkpoint
 from helpers_data import (ROOT, run_inprocess, single_thread, subprocess_env, tiny_args,  # noqa: F401
                           torchrun_command, write_tiny_h36m)
 

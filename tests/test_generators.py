@@ -2,10 +2,10 @@
 import numpy as np
 import torch
 
-from common.datasets import Sequence
-from common.generators import EpochSampler, WindowConfig, WindowDataset
-from common.inference import predict_sequence
-from common.pose_codec import mirror_pose, split_trajectory
+from common.data.datasets import Sequence
+from common.data.generators import EpochSampler, WindowConfig, WindowDataset
+from common.eval.inference import predict_sequence
+from common.data.pose_codec import mirror_pose, split_trajectory
 from models.base import Lifter
 from models.windows import centre_windows
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from common.datasets import DataConfig, load_dataset
+from common.data.datasets import DataConfig, load_dataset
 from common.errors import UserError
-from common.evaluation import EVALUATORS, export_results, format_results
-from common.metrics import MPII3D_14_FROM_17
+from common.eval.evaluation import EVALUATORS, export_results, format_results
+from common.eval.metrics import MPII3D_14_FROM_17
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERFECT_AUC = 100.0 * 30 / 31
@@ -328,7 +328,7 @@ def run_script(*args, cwd):
 def test_run_3dhp_train_and_evaluate_on_written_files(tmp_path, capsys):
     """In-process (cheaper than a subprocess): run_3dhp.py's preset over files written here."""
     from run_3dhp import PRESET
-    from common.runner import main
+    from common.cli.runner import main
     write_pstmo(tmp_path, np.random.default_rng(9), lengths=(40, 30))
     common = ['--root_path', str(tmp_path), '-c', str(tmp_path / 'ck'), '-arc', '3,3', '-ch', '16', '--nolog']
     assert main([*common, '-e', '1', '-b', '16'], PRESET) == 0
@@ -342,9 +342,9 @@ def test_run_3dhp_train_and_evaluate_on_written_files(tmp_path, capsys):
 
 
 def test_run_3dhp_synthetic(tmp_path):
-    synthetic = pytest.importorskip('common.synthetic', reason='common.synthetic (the generator) is not there yet')
+    synthetic = pytest.importorskip('common.data.synthetic', reason='common.data.synthetic (the generator) is not there yet')
     if not hasattr(synthetic, 'write_3dhp'):
-        pytest.skip('common.synthetic has no write_3dhp yet: the synthetic MPI-INF-3DHP stand-in cannot be made')
+        pytest.skip('common.data.synthetic has no write_3dhp yet: the synthetic MPI-INF-3DHP stand-in cannot be made')
     common = ['-d', 'synthetic', '--root_path', str(tmp_path / 'data'), '-c', str(tmp_path / 'ck'),
               '-arc', '3,3', '-ch', '32', '--nolog']
     trained = run_script(*common, '-e', '2', cwd=tmp_path)

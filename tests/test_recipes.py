@@ -8,9 +8,9 @@ import shlex
 
 import pytest
 
-from common.arguments import build_parser
-from common.command_line import check_conflicts, infer_model_name
-from common.recipes import RECIPE_DIR, SCRIPTS, all_recipes, load_recipe, recipe_names
+from common.cli.arguments import build_parser
+from common.cli.command_line import check_conflicts, infer_model_name
+from common.cli.recipes import RECIPE_DIR, SCRIPTS, all_recipes, load_recipe, recipe_names
 from helpers_data import ROOT, run_inprocess, single_thread  # noqa: F401
 
 RECIPES = all_recipes()
@@ -168,7 +168,7 @@ def test_cpu_recipe_parses_for_each_lifter(model):
 
 
 def test_a_cpu_recipe_end_to_end(tmp_path):
-    from common.synthetic import ensure_synthetic
+    from common.data.synthetic import ensure_synthetic
     ensure_synthetic(str(tmp_path / 'data' / 'synthetic'), 'h36m')
     code, out, err = run_inprocess(['--recipe', 'cpu_videopose', '--root_path', tmp_path / 'data',
                                     '-c', tmp_path / 'ck', '--results-json', tmp_path / 'results.json'])
@@ -186,9 +186,9 @@ TRAINING = [r for r in RECIPES if r.script != 'render.py' and not {'--evaluate',
 @pytest.mark.parametrize('recipe', TRAINING, ids=[r.name for r in TRAINING])
 def test_training_recipes_build_their_model(recipe):
     """The model a training recipe starts from is built (weights are not loaded or trained)."""
-    from common.datasets import H36M_SPEC
-    from common.mpi_inf_3dhp import SPEC_17
-    from common.runner import build_lifter
+    from common.data.datasets import H36M_SPEC
+    from common.data.mpi_inf_3dhp import SPEC_17
+    from common.cli.runner import build_lifter
     args = parser_for(recipe.script).parse_args(['--recipe', recipe.name])
     model, name, _ = build_lifter(args, SPEC_17 if recipe.script == 'run_3dhp.py' else H36M_SPEC)
     assert name == infer_model_name(args)

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from common.camera import load_h36m_cameras, project_to_2d, world_to_camera
-from common.datasets import H36M_SPEC
-from common.skeleton import H36M_17
+from common.data.camera import load_h36m_cameras, project_to_2d, world_to_camera
+from common.data.datasets import H36M_SPEC
+from common.data.skeleton import H36M_17
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = 40
@@ -62,7 +62,7 @@ def write_tiny_h36m(directory, subject='S9'):
 def workspace(tmp_path_factory):
     """A data directory, a tiny random-weight VideoPose3D checkpoint in our format."""
     import torch
-    from common.checkpoint import atomic_save, make_checkpoint
+    from common.train.checkpoint import atomic_save, make_checkpoint
     from models import build_model
     directory = tmp_path_factory.mktemp('render')
     world, streams = write_tiny_h36m(str(directory))
@@ -150,7 +150,7 @@ def test_cli_writes_gif_and_mp4_and_exports_predictions(workspace):
 
 def test_cli_draws_saved_predictions_without_a_model(workspace):
     directory, world, _ = workspace
-    from common.camera import world_to_camera
+    from common.data.camera import world_to_camera
     camera = load_h36m_cameras()['S9'][1]
     np.save(directory / 'saved.npy', world_to_camera(world, camera.orientation, camera.translation))
     status = render_in_process(directory, '--viz-action', ACTION, '--viz-camera', '1', '--viz-predictions',
@@ -199,8 +199,8 @@ def test_cli_unknown_action_is_one_line_listing_the_choices(workspace, capsys):
 # ----------------------------------------------------------------------------- Python API
 
 def tiny_sequence(world, camera_index=0, subject='S9'):
-    from common.datasets import Sequence
-    from common.pose_codec import normalize_screen_coordinates, split_trajectory
+    from common.data.datasets import Sequence
+    from common.data.pose_codec import normalize_screen_coordinates, split_trajectory
     camera = load_h36m_cameras()[subject][camera_index]
     pose3d = world_to_camera(world, camera.orientation, camera.translation)
     pixels = project_to_2d(pose3d, camera)

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from common.checkpoint import read_checkpoint
+from common.train.checkpoint import read_checkpoint
 from helpers_data import assert_same_weights, run_inprocess, tiny_args, write_tiny_h36m
 
 

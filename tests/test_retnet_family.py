@@ -12,10 +12,10 @@ import os
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, split_checkpoint
+from common.train.checkpoint import load_checkpoint, split_checkpoint
 from common.compat import model_spec_from_checkpoint
-from common.inference import predict_sequence
-from common.pose_codec import mirror_pose
+from common.eval.inference import predict_sequence
+from common.data.pose_codec import mirror_pose
 from conftest import REFERENCE, load_fixture
 from models import build_model, detect_official_model
 
@@ -297,9 +297,9 @@ def test_training_loss_is_the_release_objective():
     (['--joint-related', '--uncausal'], False, True),  # the published commands
 ])
 def test_command_line_switches_keep_the_release_meaning(flags, causal, joint_related):
-    from common.arguments import build_parser
-    from common.datasets import H36M_SPEC
-    from common.runner import build_lifter
+    from common.cli.arguments import build_parser
+    from common.data.datasets import H36M_SPEC
+    from common.cli.runner import build_lifter
     args = build_parser('run.py', '', 'h36m').parse_args(['--model', 'retnet', '-f', '9', '-cs', '16', '-dep', '1',
                                                           *flags])
     model, name, config = build_lifter(args, H36M_SPEC)

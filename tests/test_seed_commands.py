@@ -3,13 +3,13 @@ loss falls, and stage I weights really reach stage II."""
 import pytest
 import torch
 
-from common.checkpoint import read_checkpoint
+from common.train.checkpoint import read_checkpoint
 from helpers_data import run_inprocess
 
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
-    from common.synthetic import ensure_synthetic
+    from common.data.synthetic import ensure_synthetic
     root = tmp_path_factory.mktemp('data')
     ensure_synthetic(str(root / 'synthetic'), 'h36m')
     return root
@@ -95,9 +95,9 @@ def test_refine_stage_trains_lifter_and_refiner_together(data_root, tmp_path):
 def test_3d_only_pretraining_through_virtual_cameras(data_root, tmp_path):
     """Uplift-and-Upsample's AMASS stage: 2D made from the 3D file by random virtual cameras."""
     from models import build_model
-    from common.datasets import DataConfig, load_dataset
-    from common.engine import TrainingObjective
-    from common.generators import WindowConfig, WindowDataset
+    from common.data.datasets import DataConfig, load_dataset
+    from common.train.engine import TrainingObjective
+    from common.data.generators import WindowConfig, WindowDataset
     train_seqs, _, spec = load_dataset(DataConfig(dataset='synthetic', root_path=str(data_root), virtual_cameras=2,
                                                   actions=['Walking']))
     assert {s.camera for s in train_seqs} == {0, 1}

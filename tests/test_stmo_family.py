@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, transfer_matching_weights
+from common.train.checkpoint import load_checkpoint, transfer_matching_weights
 from common.compat import model_spec_from_checkpoint
 from common.errors import UserError
-from common.inference import predict_sequence
-from common.pose_codec import mirror_pose
+from common.eval.inference import predict_sequence
+from common.data.pose_codec import mirror_pose
 from conftest import load_fixture
 from models import build_model
 from models.stmo import BONES_17, bone_vectors, draw_temporal_mask
@@ -94,7 +94,7 @@ def test_sequence_prediction_shares_frame_features_exactly(name):
 def test_pstmo_training_loss_is_released_objective(pstmo_fx):
     model = loaded('stmo', pstmo_fx)
     zeroed = torch.randn(2, 81, 17, 3)
-    zeroed[:, :, 0] = 0  # targets arrive root-relative (common.pose_codec)
+    zeroed[:, :, 0] = 0  # targets arrive root-relative (common.data.pose_codec)
     with torch.no_grad():
         loss = model.training_loss(pstmo_fx['input_bfjc'], zeroed)
     expected = ((pstmo_fx['output_VTE_bfjc'] - zeroed).norm(dim=-1).mean()
@@ -149,7 +149,7 @@ def test_aptpose_evaluation_is_deterministic_and_unmasked(aptpose_fx):
 def test_aptpose_training_loss_adds_bone_terms(aptpose_fx):
     model = loaded('aptpose', aptpose_fx)
     x, target = aptpose_fx['input_bfjc'], torch.randn(2, 27, 17, 3)
-    target[:, :, 0] = 0  # targets arrive root-relative (common.pose_codec)
+    target[:, :, 0] = 0  # targets arrive root-relative (common.data.pose_codec)
     with torch.no_grad():
         centre, full, bone_centre, bone_full = model.forward_all(x)
         loss = model.training_loss(x, target)

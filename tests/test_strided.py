@@ -5,11 +5,11 @@ import os
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, strip_module_prefix
+from common.train.checkpoint import load_checkpoint, strip_module_prefix
 from common.compat import model_spec_from_checkpoint
 from common.errors import UserError
-from common.inference import predict_sequence
-from common.pose_codec import mirror_pose
+from common.eval.inference import predict_sequence
+from common.data.pose_codec import mirror_pose
 from conftest import load_fixture
 from models import build_model
 from models.refine import refine_inputs, uvd_to_xyz
@@ -78,7 +78,7 @@ def test_strided_sequence_prediction_runs(strided_model):
 
 def test_strided_training_loss_is_released_objective(strided_fx, strided_model):
     zeroed = torch.randn(2, 27, 17, 3)
-    zeroed[:, :, 0] = 0  # targets arrive root-relative (common.pose_codec)
+    zeroed[:, :, 0] = 0  # targets arrive root-relative (common.data.pose_codec)
     with torch.no_grad():
         loss = strided_model.training_loss(strided_fx['input'], zeroed)
     expected = ((strided_fx['output_VTE'] - zeroed).norm(dim=-1).mean()

@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from common.camera import load_h36m_cameras, project_to_2d, world_to_camera
-from common.skeleton import H36M_KEPT_JOINTS, H36M_RAW_PARENTS
-from common.synthetic import GROUPS, ensure_synthetic
+from common.data.camera import load_h36m_cameras, project_to_2d, world_to_camera
+from common.data.skeleton import H36M_KEPT_JOINTS, H36M_RAW_PARENTS
+from common.data.synthetic import GROUPS, ensure_synthetic
 
 
 @pytest.fixture(scope='module')
@@ -65,7 +65,7 @@ def test_bodies_are_rigid_differ_and_move_like_people(h36m_dir):
 
 
 def test_generation_is_deterministic(tmp_path):
-    from common.synthetic import write_3dhp
+    from common.data.synthetic import write_3dhp
     a, b = tmp_path / 'a', tmp_path / 'b'
     a.mkdir(), b.mkdir()
     write_3dhp(str(a), seed=0)
@@ -78,7 +78,7 @@ def test_generation_is_deterministic(tmp_path):
 
 
 def test_synthetic_goes_through_the_real_readers(tmp_path):
-    from common.datasets import DataConfig, load_dataset
+    from common.data.datasets import DataConfig, load_dataset
     ensure_synthetic(str(tmp_path / 'synthetic_3dhp'), '3dhp')
     for name, joints in (('synthetic_3dhp', 17), ('synthetic_mpii3d', 14)):
         train, test, spec = load_dataset(DataConfig(dataset=name, root_path=str(tmp_path)))

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-import common.engine as engine
-from common.checkpoint import read_checkpoint
-from common.dist import DistInfo, configure_determinism
-from common.engine import TrainConfig, TrainingObjective, make_loader, train_one_epoch
-from common.optim import WeightEMA
-from common.generators import WindowConfig, WindowDataset
+import common.train.engine as engine
+from common.train.checkpoint import read_checkpoint
+from common.train.dist import DistInfo, configure_determinism
+from common.train.engine import TrainConfig, TrainingObjective, make_loader, train_one_epoch
+from common.train.optim import WeightEMA
+from common.data.generators import WindowConfig, WindowDataset
 from models.base import Lifter
 from helpers_data import (ROOT, assert_same_weights, model_tensors, run_inprocess, run_script,  # noqa: F401
                           single_thread, subprocess_env, tiny_args, write_tiny_h36m)
@@ -101,7 +101,7 @@ def test_accumulation_equals_one_big_batch(accumulate):
 
 
 def test_window_order_and_contents_do_not_depend_on_workers(data_dir):
-    from common.datasets import DataConfig, load_dataset
+    from common.data.datasets import DataConfig, load_dataset
     train, _, spec = load_dataset(DataConfig(dataset='h36m', root_path=data_dir, keypoints='gt',
                                              subjects_train=['S1'], subjects_test=['S9']))
     dataset = WindowDataset(train, WindowConfig('seq2frame', frames=9, flip=True, seed=5),

@@ -8,8 +8,8 @@ import pytest
 import scipy.io
 import torch
 
-from common.checkpoint import read_checkpoint
-from common.mpi_inf_3dhp_protocol import format_3dhp
+from common.train.checkpoint import read_checkpoint
+from common.eval.mpi_inf_3dhp_protocol import format_3dhp
 
 ROOT_17 = 14
 NET = ['-f', '27', '--layers', '2', '--channel', '32', '--d_hid', '64']  # a small P-STMO-S
@@ -58,7 +58,7 @@ def mean_pose_network(mean_pose_m, scale):
 
 
 def run_3dhp(argv, capsys):
-    from common.runner import main
+    from common.cli.runner import main
     from run_3dhp import PRESET
     code = main([str(a) for a in argv], PRESET)
     out, err = capsys.readouterr()
@@ -120,8 +120,8 @@ def test_training_as_the_release_records_mm_and_reloads(files, capsys):
 
 
 def test_retnet_on_3dhp_and_h36m_files_stay_metres():
-    from common.datasets import H36M_SPEC
-    from common.mpi_inf_3dhp import SPEC_17
+    from common.data.datasets import H36M_SPEC
+    from common.data.mpi_inf_3dhp import SPEC_17
     assert SPEC_17.release_units.get('retnet', 'm') == 'm' and SPEC_17.release_units['aptpose'] == 'mm'
     assert not H36M_SPEC.release_units
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.pose_codec import mirror_pose
+from common.data.pose_codec import mirror_pose
 from common.keras_import import (load_keras_h5, load_uplift_h5, uplift_options_from_h5,
                                  uplift_state_dict_from_h5)
 from models import build_model

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint
+from common.train.checkpoint import load_checkpoint
 from models.windows import centre_windows
 from models import build_model
 from models.videopose import detect_official

@@ -2,13 +2,13 @@
 
 A recipe fills a `ClipBuilder` with a root path (a walk around an ellipse, or standing with
 occasional relocation steps), a seated envelope, and gestures: smooth pulses or holds toward
-target poses (`pose` of common/synthetic_motion.py) plus smooth random jitter. The 15
+target poses (`pose` of common/data/synthetic_motion.py) plus smooth random jitter. The 15
 Human3.6M groups are here, and three more for the MPI-INF-3DHP activities (Exercising,
 Floor, Running).
 """
 import numpy as np
 
-from common.synthetic_motion import FPS, NUM_RAW_JOINTS, Clip, pose, smoothstep
+from common.data.synthetic_motion import FPS, NUM_RAW_JOINTS, Clip, pose, smoothstep
 
 # Smooth per-joint jitter of every clip (degrees, for flex / abduction / twist).
 _JITTER = np.zeros((NUM_RAW_JOINTS, 3))

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence as Seq, Tuple
 import numpy as np
 
 from common.errors import UserError
-from common.skeleton import Skeleton
+from common.data.skeleton import Skeleton
 
 
 @dataclass
@@ -52,7 +52,7 @@ class DatasetSpec:
 
     root_joint -- joint carrying the trajectory, zeroed in targets (None: 3D already relative)
     kps_left / kps_right -- 2D joints swapped by flipping (3D uses skeleton.joints_left/right)
-    evaluator -- name of the evaluation protocol in common.evaluation ('actionwise', 'mpi_inf_3dhp')
+    evaluator -- name of the evaluation protocol in common.eval.evaluation ('actionwise', 'mpi_inf_3dhp')
     fps -- frame rate of the streams
     release_units -- model name -> output unit of the checkpoints its release published for
     these files (and of our training as that release trains); other models: metres

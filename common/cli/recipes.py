@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'configs')
 SCRIPTS = ('run.py', 'run_3dhp.py', 'render.py')
 
 

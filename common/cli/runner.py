@@ -9,16 +9,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from common.arguments import build_parser
-from common.command_line import (accepted_kwargs, check_conflicts, checkpoint_to_evaluate, checkpoint_to_finetune,
+from common.cli.arguments import build_parser
+from common.cli.command_line import (accepted_kwargs, check_conflicts, checkpoint_to_evaluate, checkpoint_to_finetune,
                                  checkpoint_to_resume, explicit_model_kwargs, infer_model_name)
 from common import compat
-from common.checkpoint import load_checkpoint, split_checkpoint
-from common.datasets import DataConfig, load_dataset
-from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
+from common.train.checkpoint import load_checkpoint, split_checkpoint
+from common.data.datasets import DataConfig, load_dataset
+from common.train.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
 from common.errors import UserError, exit_status
-from common.evaluation import EvalConfig, evaluate, export_results, format_results
-from common.generators import WindowConfig, WindowDataset
+from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results
+from common.data.generators import WindowConfig, WindowDataset
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def evaluation_variants(model, forced=None):
 
 def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
     """Evaluate a loaded model (once per evaluation variant), print, save JSON and exports."""
-    from common.engine import write_results
+    from common.train.engine import write_results
     cfg = eval_config(args, load_refine(args, spec, device, model))
     runs = {}
     for label, settings in evaluation_variants(model, args.mask_stride):
@@ -200,7 +200,7 @@ def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
 
 
 def run(args, preset: ScriptPreset, info: DistInfo):
-    from common.dist import configure_determinism, seed_everything
+    from common.train.dist import configure_determinism, seed_everything
     check_conflicts(args)
     device = select_device(args.gpu, info)
     configure_determinism(args.deterministic)
@@ -234,7 +234,7 @@ def run(args, preset: ScriptPreset, info: DistInfo):
     if args.refine:
         model, name, model_config = attach_refiner(args, model, spec, train_seqs)
         run_config.update(model=name, model_config=model_config)
-    from common.engine import TrainConfig, fit
+    from common.train.engine import TrainConfig, fit
     train_cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
         weight_decay=args.weight_decay, optimizer=args.optimizer,

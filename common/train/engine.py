@@ -18,15 +18,15 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from common.checkpoint import (atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
+from common.train.checkpoint import (atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
                                remove_partial_files, unwrap)
-from common.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, gather_objects, rng_state,
+from common.train.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, gather_objects, rng_state,
                          set_rng_state, seed_everything)
 from common.errors import UserError
-from common.evaluation import EvalConfig, evaluate, export_results, format_results
-from common.generators import EpochSampler, WindowDataset, collate_batch
-from common.optim import WeightEMA, build_optimizer, epoch_lr
-from common.pose_codec import unit_scale
+from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results
+from common.data.generators import EpochSampler, WindowDataset, collate_batch
+from common.train.optim import WeightEMA, build_optimizer, epoch_lr
+from common.data.pose_codec import unit_scale
 
 FINITE_CHECK_STEPS = 50  # how often (steps) the loss is checked for NaN/inf: one host sync each time
 
@@ -43,7 +43,7 @@ class TrainConfig:
     epochs; checkpoint_steps -- write latest.pt every N steps too; resume -- checkpoint to continue
     from; trust_checkpoint -- read it with full unpickling; log_dir -- tensorboard, log file and
     results (None: no logs); max_steps_per_epoch -- cut epochs short (smoke tests).
-    These defaults are the command line's too (common/arguments.py reads them); epochs 0 trains
+    These defaults are the command line's too (common/cli/arguments.py reads them); epochs 0 trains
     nothing and evaluates the model as it is."""
     epochs: int = 60
     batch_size: int = 1024

@@ -2,7 +2,7 @@
 
 A body is a set of rest-pose bone vectors over the raw 32-joint Human3.6M layout. A clip is
 per-frame joint angles [T, 32, 3] plus a root path on the floor [T, 2] and a heading [T];
-the action recipes of common/synthetic_actions.py fill them in. `finish` then adds a gait
+the action recipes of common/data/synthetic_actions.py fill them in. `finish` then adds a gait
 cycle driven by the root speed, the seated posture and its transitions, and forward
 kinematics gives world positions [T, 32, 3] in metres (z up) with the lowest contact point
 (sole, or the pelvis and knees on the floor) resting on z = 0.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from common.skeleton import H36M_RAW_PARENTS
+from common.data.skeleton import H36M_RAW_PARENTS
 
 FPS = 50
 NUM_RAW_JOINTS = 32

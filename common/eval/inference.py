@@ -7,7 +7,7 @@ flip test and returns metres whatever the model's output unit.
 import numpy as np
 import torch
 
-from common.pose_codec import mirror_pose, unit_scale
+from common.data.pose_codec import mirror_pose, unit_scale
 
 
 @torch.no_grad()

@@ -10,10 +10,10 @@ import re
 import numpy as np
 import torch
 
-from common.skeleton import MPI_INF_3DHP_17
-from common.metrics import (ACTIVITY_NAMES_3DHP, PCK_GROUPS_3DHP_17, groups_through, joint_errors,
+from common.data.skeleton import MPI_INF_3DHP_17
+from common.eval.metrics import (ACTIVITY_NAMES_3DHP, PCK_GROUPS_3DHP_17, groups_through, joint_errors,
                             mpii3d_protocol)
-from common.pose_codec import zero_root
+from common.data.pose_codec import zero_root
 
 # ----------------------------------------------------------------------------- protocol
 

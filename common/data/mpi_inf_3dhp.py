@@ -6,7 +6,7 @@ root 14, mm in the files), ``mpii3d`` (PoseRetNet's data_3d_mpii3d.npz + data_2d
 stand-ins ``synthetic_3dhp`` / ``synthetic_mpii3d`` written in those formats.
 Evaluator ``mpi_inf_3dhp``: valid frames only, PCK@150 mm and AUC over the 14 protocol joints,
 MPJPE over all joints, per sequence, per activity and "All" (frame-weighted), lives in
-common/mpi_inf_3dhp_protocol.py with the export for the official MATLAB scripts.
+common/eval/mpi_inf_3dhp_protocol.py with the export for the official MATLAB scripts.
 """
 import os
 import re
@@ -14,12 +14,12 @@ import zipfile
 
 import numpy as np
 
-from common.records import (DataConfig, DatasetSpec, Sequence, check_finite_2d, find_data_file,
+from common.data.records import (DataConfig, DatasetSpec, Sequence, check_finite_2d, find_data_file,
                              load_npz_entries, register_dataset)
 from common.errors import UserError
-from common.metrics import MPII3D_14_FROM_17
-from common.pose_codec import normalize_screen_coordinates, split_trajectory
-from common.skeleton import MPI_INF_3DHP_14, MPI_INF_3DHP_17
+from common.eval.metrics import MPII3D_14_FROM_17
+from common.data.pose_codec import normalize_screen_coordinates, split_trajectory
+from common.data.skeleton import MPI_INF_3DHP_14, MPI_INF_3DHP_17
 
 PSTMO_ORIGIN = "download P-STMO's processed MPI-INF-3DHP files (Google Drive link in P-STMO's README)"
 RETNET_ORIGIN = ("make it with PoseRetNet's common/dataset/preprocess_mpii3d.py from VIBE's "
@@ -241,7 +241,7 @@ def load_mpii3d(config: DataConfig):
 @register_dataset('synthetic_3dhp')
 def load_synthetic_3dhp(config: DataConfig):
     """The embedded synthetic stand-in in P-STMO's format, generated on first use."""
-    from common.synthetic import ensure_synthetic
+    from common.data.synthetic import ensure_synthetic
     directory = ensure_synthetic(os.path.join(config.root_path, 'synthetic_3dhp'), kind='3dhp')
     return load_3dhp(DataConfig(**{**config.__dict__, 'root_path': directory, 'dataset': '3dhp'}))
 
@@ -249,6 +249,6 @@ def load_synthetic_3dhp(config: DataConfig):
 @register_dataset('synthetic_mpii3d')
 def load_synthetic_mpii3d(config: DataConfig):
     """The embedded synthetic stand-in in PoseRetNet's 14-joint format."""
-    from common.synthetic import ensure_synthetic
+    from common.data.synthetic import ensure_synthetic
     directory = ensure_synthetic(os.path.join(config.root_path, 'synthetic_3dhp'), kind='3dhp')
     return load_mpii3d(DataConfig(**{**config.__dict__, 'root_path': directory, 'dataset': 'mpii3d'}))

@@ -9,11 +9,11 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from common.dist import DistInfo, gather_objects
-from common.inference import predict_sequence
-from common.metrics import METRIC_NAMES, ActionwiseMeter
-from common.mpi_inf_3dhp_protocol import evaluate_3dhp, export_3dhp, format_3dhp
-from common.pose_codec import unit_scale, zero_root
+from common.train.dist import DistInfo, gather_objects
+from common.eval.inference import predict_sequence
+from common.eval.metrics import METRIC_NAMES, ActionwiseMeter
+from common.eval.mpi_inf_3dhp_protocol import evaluate_3dhp, export_3dhp, format_3dhp
+from common.data.pose_codec import unit_scale, zero_root
 
 
 @dataclass
@@ -119,7 +119,7 @@ def evaluate(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo = D
 def evaluate_reconstruction(model, sequences, device, info: DistInfo = DistInfo(), seed=0):
     """Masked-pretraining models: mean objective over non-overlapping test windows, with
     masks drawn from a fixed seed so that the number is comparable between epochs."""
-    from common.generators import WindowConfig, WindowDataset
+    from common.data.generators import WindowConfig, WindowDataset
     windows = WindowDataset(sequences, WindowConfig('seq2frame', frames=model.receptive_field,
                                                     stride=model.receptive_field, flip=False))
     model.eval()

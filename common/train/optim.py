@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from common.checkpoint import unwrap
+from common.train.checkpoint import unwrap
 from common.errors import UserError
 
 

@@ -6,7 +6,7 @@ distance and height around the subject and looking at it, like the Human3.6M cam
 """
 import numpy as np
 
-from common.pose_codec import normalize_screen_coordinates
+from common.data.pose_codec import normalize_screen_coordinates
 
 RESOLUTION = 1000        # px, square image
 FOCAL_LENGTH = 1145.0    # px, close to the Human3.6M cameras

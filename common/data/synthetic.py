@@ -6,7 +6,7 @@
 ``data_test_3dhp.npz`` (plus ``data_test_3dhp_activity.npz`` with per-frame activity labels,
 which the real files lack) and PoseRetNet's ``data_3d_mpii3d.npz`` / ``data_2d_mpii3d_gt.npz``.
 They are then read by the very same readers as the real data. Motion comes from
-common/synthetic_motion.py and the action recipes of common/synthetic_actions.py; generation
+common/data/synthetic_motion.py and the action recipes of common/data/synthetic_actions.py; generation
 is deterministic in the seed.
 """
 import os
@@ -16,11 +16,11 @@ import tempfile
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from common.camera import load_h36m_cameras, project_to_2d, world_to_camera
-from common.skeleton import H36M_17, H36M_KEPT_JOINTS
-from common.synthetic_actions import build_clip
-from common.synthetic_motion import finish, forward_kinematics, make_body
-from common.virtual_cameras import sample_camera
+from common.data.camera import load_h36m_cameras, project_to_2d, world_to_camera
+from common.data.skeleton import H36M_17, H36M_KEPT_JOINTS
+from common.data.synthetic_actions import build_clip
+from common.data.synthetic_motion import finish, forward_kinematics, make_body
+from common.data.virtual_cameras import sample_camera
 
 SUBJECTS = ('S1', 'S5', 'S6', 'S7', 'S8', 'S9', 'S11')
 GROUPS = ('Directions', 'Discussion', 'Eating', 'Greeting', 'Phoning', 'Photo', 'Posing', 'Purchases',

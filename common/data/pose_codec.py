@@ -11,7 +11,7 @@
 """
 import numpy as np
 
-from common.checkpoint import unwrap
+from common.train.checkpoint import unwrap
 
 UNIT_SCALE = {'m': 1.0, 'mm': 1000.0}  # model units per metre
 DEFAULT_UNIT = 'm'

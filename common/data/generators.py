@@ -17,7 +17,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from common.records import Sequence
+from common.data.records import Sequence
 
 
 @dataclass
@@ -115,7 +115,7 @@ class WindowDataset(torch.utils.data.Dataset):
         intrinsics = self.intrinsics[seq].clone()
         flip = torch.from_numpy(self.flipped[np.asarray(index)])
         if flip.any():
-            from common.pose_codec import mirror_pose
+            from common.data.pose_codec import mirror_pose
             left, right = self.flip_pairs
             jl, jr = self.joints_flip_pairs
             input2d[flip] = mirror_pose(input2d[flip], list(left), list(right))

@@ -1,21 +1,21 @@
 """The dataset readers behind one name -> reader table: Human3.6M (VideoPose3D files,
 unchanged), 3D-only streams seen through virtual cameras, the synthetic stand-in, custom 2D
-files and saved predictions here; the MPI-INF-3DHP readers in common/mpi_inf_3dhp.py.
+files and saved predictions here; the MPI-INF-3DHP readers in common/data/mpi_inf_3dhp.py.
 
 Every reader returns ``(train, test, spec)``: two lists of :class:`Sequence` (one camera stream
-each) and a :class:`DatasetSpec` (common/records.py).
+each) and a :class:`DatasetSpec` (common/data/records.py).
 """
 import os
 
 import numpy as np
 
-import common.mpi_inf_3dhp  # noqa: F401  (its readers register themselves in READERS)
-from common.camera import load_h36m_cameras, world_to_camera
+import common.data.mpi_inf_3dhp  # noqa: F401  (its readers register themselves in READERS)
+from common.data.camera import load_h36m_cameras, world_to_camera
 from common.errors import UserError
-from common.pose_codec import normalize_screen_coordinates, split_trajectory
-from common.records import (READERS, DataConfig, DatasetSpec, Sequence, check_finite_2d, expect_dict,  # noqa: F401
+from common.data.pose_codec import normalize_screen_coordinates, split_trajectory
+from common.data.records import (READERS, DataConfig, DatasetSpec, Sequence, check_finite_2d, expect_dict,  # noqa: F401
                             find_data_file, load_npz_entries, register_dataset)
-from common.skeleton import H36M_17, h36m_raw_to_17
+from common.data.skeleton import H36M_17, h36m_raw_to_17
 
 
 def load_dataset(config: DataConfig):
@@ -75,7 +75,7 @@ def _select(names, filters):
 def load_3d_only(config: DataConfig, path3d):
     """Streams from a 3D file alone (AMASS-style pretraining): every sequence is seen by
     ``config.virtual_cameras`` random virtual cameras; no 2D file is read."""
-    from common.virtual_cameras import virtual_streams
+    from common.data.virtual_cameras import virtual_streams
     poses3d = read_h36m_3d(path3d)
     subjects_train = list(config.subjects_train if config.subjects_train is not None else
                           [s for s in poses3d if s not in H36M_TEST])
@@ -175,7 +175,7 @@ def load_h36m(config: DataConfig):
 def load_synthetic_h36m(config: DataConfig):
     """The embedded synthetic dataset: generated into <root_path>/synthetic on first use,
     then read by the very same Human3.6M reader."""
-    from common.synthetic import ensure_synthetic
+    from common.data.synthetic import ensure_synthetic
     directory = ensure_synthetic(os.path.join(config.root_path, 'synthetic'), kind='h36m')
     train, test, spec = load_h36m(DataConfig(**{**config.__dict__, 'root_path': directory, 'dataset': 'h36m'}))
     return train, test, spec

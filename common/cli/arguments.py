@@ -3,13 +3,13 @@
 The spellings of the seed commands and of VideoPose3D are accepted as aliases
 (``-k``, ``-arc``, ``--nepoch``, ``--root_path``, ``--MAE``, ``-tds`` ...). Defaults are read
 from the config dataclasses that use them (TrainConfig, DataConfig, WindowConfig, EvalConfig,
-the DDP timeout of common/dist.py), so ``--help`` shows the values a run really uses. Model
+the DDP timeout of common/train/dist.py), so ``--help`` shows the values a run really uses. Model
 flags a user does not give stay ``None`` so that the model's own defaults apply.
 
 Every number is checked when the command line is parsed: a value out of range is one line on
 stderr and exit status 2, as are unknown flags (with the closest known one suggested) and
 abbreviations (``--epoch`` is not ``--epochs``). ``--recipe NAME`` reads the flags of a
-published recipe from configs/ (common/recipes.py); flags typed after it override them.
+published recipe from configs/ (common/cli/recipes.py); flags typed after it override them.
 """
 import argparse
 import difflib
@@ -19,12 +19,12 @@ import re
 import sys
 from typing import Optional
 
-from common.datasets import DataConfig
-from common.dist import DEFAULT_TIMEOUT_S
-from common.engine import TrainConfig
-from common.evaluation import EvalConfig
-from common.generators import WindowConfig
-from common.recipes import RecipeError, format_recipe_list, load_recipe
+from common.data.datasets import DataConfig
+from common.train.dist import DEFAULT_TIMEOUT_S
+from common.train.engine import TrainConfig
+from common.eval.evaluation import EvalConfig
+from common.data.generators import WindowConfig
+from common.cli.recipes import RecipeError, format_recipe_list, load_recipe
 
 TRAIN, DATA, WINDOWS, EVALUATION = TrainConfig(), DataConfig(), WindowConfig(), EvalConfig()
 MODEL_DEFAULT = "default: the model's"

@@ -11,9 +11,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from common.pose_codec import normalize_screen_coordinates
+from common.data.pose_codec import normalize_screen_coordinates
 
-CAMERA_FILE = os.path.join(os.path.dirname(__file__), 'data', 'h36m_cameras.json')
+CAMERA_FILE = os.path.join(os.path.dirname(__file__), 'h36m_cameras.json')
 
 
 @dataclass(frozen=True)

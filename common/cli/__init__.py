@@ -1,0 +1,1 @@
+"""The command line: every flag, recipes, the namespace -> configs translation, the runner."""

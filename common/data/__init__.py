@@ -1,0 +1,1 @@
+"""Data: joint layouts, the pose codec, cameras, dataset readers, synthetic data, windows."""

@@ -1,0 +1,1 @@
+"""Evaluation: whole-sequence prediction, metrics and the datasets' protocols."""

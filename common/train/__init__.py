@@ -1,0 +1,1 @@
+"""Training: the engine, optimisers and schedules, distributed helpers, checkpoints."""

@@ -20,7 +20,7 @@ from common import visualization as viz
 from common.cli.arguments import build_parser
 from common.cli.command_line import check_conflicts
 from common.data.datasets import H36M_SPEC, read_custom_keypoints, read_predictions
-from common.train.dist import DistInfo, select_device
+from common.dist import DistInfo, select_device
 from common.errors import UserError, exit_status
 from common.eval.inference import predict_sequence
 from common.cli.runner import ScriptPreset, load_data, load_model_for_inference

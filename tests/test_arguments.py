@@ -8,7 +8,7 @@ import pytest
 
 from common.cli.arguments import build_parser
 from common.data.datasets import DataConfig
-from common.train.dist import DEFAULT_TIMEOUT_S
+from common.dist import DEFAULT_TIMEOUT_S
 from common.train.engine import TrainConfig
 from common.eval.evaluation import EvalConfig
 from common.data.generators import WindowConfig

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 import common.train.engine as engine
 from common.train.checkpoint import read_checkpoint
-from common.train.dist import DistInfo, configure_determinism
+from common.dist import DistInfo, configure_determinism
 from common.train.engine import TrainConfig, TrainingObjective, make_loader, train_one_epoch
 from common.train.optim import WeightEMA
 from common.data.generators import WindowConfig, WindowDataset

@@ -3,7 +3,7 @@
 The spellings of the seed commands and of VideoPose3D are accepted as aliases
 (``-k``, ``-arc``, ``--nepoch``, ``--root_path``, ``--MAE``, ``-tds`` ...). Defaults are read
 from the config dataclasses that use them (TrainConfig, DataConfig, WindowConfig, EvalConfig,
-the DDP timeout of common/train/dist.py), so ``--help`` shows the values a run really uses. Model
+the DDP timeout of common/dist.py), so ``--help`` shows the values a run really uses. Model
 flags a user does not give stay ``None`` so that the model's own defaults apply.
 
 Every number is checked when the command line is parsed: a value out of range is one line on
@@ -20,7 +20,7 @@ import sys
 from typing import Optional
 
 from common.data.datasets import DataConfig
-from common.train.dist import DEFAULT_TIMEOUT_S
+from common.dist import DEFAULT_TIMEOUT_S
 from common.train.engine import TrainConfig
 from common.eval.evaluation import EvalConfig
 from common.data.generators import WindowConfig

@@ -15,7 +15,7 @@ from common.cli.command_line import (accepted_kwargs, check_conflicts, checkpoin
 from common import compat
 from common.train.checkpoint import load_checkpoint, split_checkpoint
 from common.data.datasets import DataConfig, load_dataset
-from common.train.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
+from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
 from common.errors import UserError, exit_status
 from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results
 from common.data.generators import WindowConfig, WindowDataset
@@ -200,7 +200,7 @@ def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
 
 
 def run(args, preset: ScriptPreset, info: DistInfo):
-    from common.train.dist import configure_determinism, seed_everything
+    from common.dist import configure_determinism, seed_everything
     check_conflicts(args)
     device = select_device(args.gpu, info)
     configure_determinism(args.deterministic)

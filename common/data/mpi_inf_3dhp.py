@@ -17,9 +17,8 @@ import numpy as np
 from common.data.records import (DataConfig, DatasetSpec, Sequence, check_finite_2d, find_data_file,
                              load_npz_entries, register_dataset)
 from common.errors import UserError
-from common.eval.metrics import MPII3D_14_FROM_17
 from common.data.pose_codec import normalize_screen_coordinates, split_trajectory
-from common.data.skeleton import MPI_INF_3DHP_14, MPI_INF_3DHP_17
+from common.data.skeleton import MPI_INF_3DHP_14, MPI_INF_3DHP_17, MPII3D_14_FROM_17
 
 PSTMO_ORIGIN = "download P-STMO's processed MPI-INF-3DHP files (Google Drive link in P-STMO's README)"
 RETNET_ORIGIN = ("make it with PoseRetNet's common/dataset/preprocess_mpii3d.py from VIBE's "

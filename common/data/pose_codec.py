@@ -11,10 +11,8 @@
 """
 import numpy as np
 
-from common.train.checkpoint import unwrap
 
 UNIT_SCALE = {'m': 1.0, 'mm': 1000.0}  # model units per metre
-DEFAULT_UNIT = 'm'
 
 
 # ----------------------------------------------------------------------------- units
@@ -26,8 +24,8 @@ def check_unit(unit):
 
 
 def output_unit(model) -> str:
-    """The unit of ``model``'s 3D outputs, looking through DataParallel / DDP / compile wrappers."""
-    return unwrap(model).output_unit
+    """The unit of ``model``'s 3D outputs (a bare Lifter, not a DataParallel / DDP wrapper)."""
+    return model.output_unit
 
 
 def unit_scale(model) -> float:

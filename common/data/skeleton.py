@@ -70,6 +70,9 @@ MPI_INF_3DHP_14 = Skeleton(
                  'left_wrist', 'neck', 'head_top'))
 
 
+#: Joint k of the 14-joint (VIBE-derived) order is joint MPII3D_14_FROM_17[k] of the 17.
+MPII3D_14_FROM_17 = (10, 9, 8, 11, 12, 13, 4, 3, 2, 5, 6, 7, 1, 0)
+
 LAYOUTS = {layout.name: layout for layout in (H36M_17, MPI_INF_3DHP_17, MPI_INF_3DHP_14)}
 # Earlier model configs named the dataset instead of the layout (checkpoints still carry them).
 _DATASET_LAYOUTS = {'h36m': 'h36m_17', 'mpii3d_univ': 'mpii3d_univ_17', '3dhp': 'mpii3d_univ_17',

@@ -9,7 +9,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from common.train.dist import DistInfo, gather_objects
+from common.dist import DistInfo, gather_objects
 from common.eval.inference import predict_sequence
 from common.eval.metrics import METRIC_NAMES, ActionwiseMeter
 from common.eval.mpi_inf_3dhp_protocol import evaluate_3dhp, export_3dhp, format_3dhp

@@ -20,6 +20,8 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 
+from common.data.skeleton import MPII3D_14_FROM_17  # noqa: F401  (part of the protocol tables)
+
 __all__ = ['joint_errors', 'mpjpe', 'p_mpjpe', 'n_mpjpe', 'mpjve', 'per_joint_error',
            'procrustes_align', 'stream_metrics', 'action_group', 'ActionwiseMeter',
            'PCK_GROUPS_3DHP_17', 'PCK_GROUPS_3DHP_14', 'MPII3D_14_FROM_17', 'ACTIVITY_NAMES_3DHP',
@@ -197,8 +199,6 @@ class ActionwiseMeter:
 #: PCK / AUC joint groups in the 17-joint 3DHP order (pelvis, spine and head excluded).
 PCK_GROUPS_3DHP_17 = {'Head': (0,), 'Neck': (1,), 'Shoulder': (2, 5), 'Elbow': (3, 6),
                       'Wrist': (4, 7), 'Hip': (8, 11), 'Knee': (9, 12), 'Ankle': (10, 13)}
-#: Joint k of the 14-joint (VIBE-derived) order is joint MPII3D_14_FROM_17[k] of the 17.
-MPII3D_14_FROM_17 = (10, 9, 8, 11, 12, 13, 4, 3, 2, 5, 6, 7, 1, 0)
 ACTIVITY_NAMES_3DHP = {1: 'Standing/Walking', 2: 'Exercising', 3: 'Sitting',
                        4: 'Reaching/Crouching', 5: 'On The Floor', 6: 'Sports', 7: 'Miscellaneous'}
 AUC_THRESHOLDS_MM = tuple(range(0, 151, 5))

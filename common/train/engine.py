@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from common.train.checkpoint import (atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
                                remove_partial_files, unwrap)
-from common.train.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, gather_objects, rng_state,
+from common.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, gather_objects, rng_state,
                          set_rng_state, seed_everything)
 from common.errors import UserError
 from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results

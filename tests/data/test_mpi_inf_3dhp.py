@@ -13,8 +13,8 @@ from common.data.datasets import DataConfig, load_dataset
 from common.errors import UserError
 from common.eval.evaluation import EVALUATORS, export_results, format_results
 from common.eval.metrics import MPII3D_14_FROM_17
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERFECT_AUC = 100.0 * 30 / 31
 
 

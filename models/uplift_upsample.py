@@ -311,8 +311,8 @@ class UpliftUpsample(Lifter):
         frame (edge-copy padding on the stride grid, keyframes where the virtual frame index is
         a multiple of mask_stride), centre predictions, linear interpolation in between.
 
-        x [B, T, J, 2] -> [B, T, J, 3]. max_batch -- windows per pass; mask_stride -- s_in (default eval_mask_stride); the
-        spatial stage runs only on frames that some window uses as a keyframe."""
+        x [B, T, J, 2] -> [B, T, J, 3]. max_batch -- windows per pass; mask_stride -- s_in (default
+        eval_mask_stride); the spatial stage runs only on frames that some window uses as a keyframe."""
         batch, frames = x.shape[:2]
         mask_stride = (mask_stride or self.eval_mask_stride) if self.has_strided_input else None
         centres = torch.arange(0, frames, self.sequence_stride)

@@ -1,7 +1,7 @@
 """Glue between the parsed command line and the engine: configs, data, model, mode.
 
-Run scripts call ``main(argv, preset)``; this is the only module that reads the
-argparse namespace, and it turns it into plain config objects at once.
+Run scripts call ``main(argv, preset)``; with common/cli/command_line.py this is the only code that
+reads the argparse namespace, and it turns it into plain config objects at once.
 """
 import contextlib
 import os
@@ -9,16 +9,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from common import compat
 from common.cli.arguments import build_parser
 from common.cli.command_line import (accepted_kwargs, check_conflicts, checkpoint_to_evaluate, checkpoint_to_finetune,
-                                 checkpoint_to_resume, explicit_model_kwargs, infer_model_name)
-from common import compat
-from common.train.checkpoint import load_checkpoint, split_checkpoint
+                                     checkpoint_to_resume, explicit_model_kwargs, infer_model_name)
 from common.data.datasets import DataConfig, load_dataset
+from common.data.generators import WindowConfig, WindowDataset
 from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
 from common.errors import UserError, exit_status
 from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results
-from common.data.generators import WindowConfig, WindowDataset
+from common.train.checkpoint import load_checkpoint, split_checkpoint
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,8 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         warmup_epochs=args.warmup, clip_grad=args.clip_grad, amp=args.amp, ema=args.ema,
         accumulate=args.accumulate, compile=args.compile, workers=args.workers, seed=args.seed,
         checkpoint_dir=args.checkpoint, checkpoint_frequency=args.checkpoint_frequency,
-        checkpoint_steps=args.checkpoint_steps, resume=checkpoint_to_resume(args), trust_checkpoint=args.trust_checkpoint,
+        checkpoint_steps=args.checkpoint_steps, resume=checkpoint_to_resume(args),
+        trust_checkpoint=args.trust_checkpoint,
         log_dir=default_log_dir(args, name),
         results_json=args.results_json, export_training_curves=args.export_training_curves,
         data_parallel=args.gpu or [], max_steps_per_epoch=args.max_steps_per_epoch,

@@ -14,7 +14,7 @@ from common.data.camera import load_h36m_cameras, world_to_camera
 from common.errors import UserError
 from common.data.pose_codec import normalize_screen_coordinates, split_trajectory
 from common.data.records import (READERS, DataConfig, DatasetSpec, Sequence, check_finite_2d, expect_dict,  # noqa: F401
-                            find_data_file, load_npz_entries, register_dataset)
+                                 find_data_file, load_npz_entries, register_dataset)
 from common.data.skeleton import H36M_17, h36m_raw_to_17
 
 

@@ -55,8 +55,8 @@ class WindowDataset(torch.utils.data.Dataset):
         self.seq_length = lengths
         self.pose2d = torch.from_numpy(np.concatenate([s.pose2d for s in sequences]).astype(np.float32))
         self.target3d = torch.from_numpy(np.concatenate([s.pose3d for s in sequences]).astype(np.float32))
-        self.root_depth = torch.from_numpy(np.concatenate([
-            s.trajectory[:, 2] if s.trajectory is not None else np.zeros(len(s)) for s in sequences]).astype(np.float32))
+        depths = [s.trajectory[:, 2] if s.trajectory is not None else np.zeros(len(s)) for s in sequences]
+        self.root_depth = torch.from_numpy(np.concatenate(depths).astype(np.float32))
         self.intrinsics = torch.from_numpy(np.stack([
             s.intrinsics if s.intrinsics is not None else np.zeros(9, np.float32) for s in sequences]))
         self.flip_pairs = flip_pairs

@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 
 from common.data.records import (DataConfig, DatasetSpec, Sequence, check_finite_2d, find_data_file,
-                             load_npz_entries, register_dataset)
+                                 load_npz_entries, register_dataset)
 from common.errors import UserError
 from common.data.pose_codec import normalize_screen_coordinates, split_trajectory
 from common.data.skeleton import MPI_INF_3DHP_14, MPI_INF_3DHP_17, MPII3D_14_FROM_17

@@ -12,7 +12,7 @@ import torch
 
 from common.data.skeleton import MPI_INF_3DHP_17
 from common.eval.metrics import (ACTIVITY_NAMES_3DHP, PCK_GROUPS_3DHP_17, groups_through, joint_errors,
-                            mpii3d_protocol)
+                                 mpii3d_protocol)
 from common.data.pose_codec import zero_root
 
 # ----------------------------------------------------------------------------- protocol

@@ -19,7 +19,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from common.train.checkpoint import (atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
-                               remove_partial_files, unwrap)
+                                     remove_partial_files, unwrap)
 from common.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, gather_objects, rng_state,
                          set_rng_state, seed_everything)
 from common.errors import UserError

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from common.eval.metrics import (ActionwiseMeter, MPII3D_14_FROM_17, PCK_GROUPS_3DHP_14, action_group,
-                            auc, mpii3d_protocol, mpjpe, mpjve, n_mpjpe, p_mpjpe,
-                            per_joint_error, pck, procrustes_align, protocol_table, stream_metrics)
+                                 auc, mpii3d_protocol, mpjpe, mpjve, n_mpjpe, p_mpjpe,
+                                 per_joint_error, pck, procrustes_align, protocol_table, stream_metrics)
 from common.data.pose_codec import zero_root
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from common.train.checkpoint import (FORMAT, atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
-                               remove_partial_files, split_checkpoint, strip_module_prefix, unwrap)
+                                     remove_partial_files, split_checkpoint, strip_module_prefix, unwrap)
 from common.errors import UserError
 from models import build_model
 

@@ -13,7 +13,6 @@ published recipe from configs/ (common/cli/recipes.py); flags typed after it ove
 """
 import argparse
 import difflib
-import math
 import os
 import re
 import sys
@@ -24,84 +23,12 @@ from common.dist import DEFAULT_TIMEOUT_S
 from common.train.engine import TrainConfig
 from common.eval.evaluation import EvalConfig
 from common.data.generators import WindowConfig
+from common.cli.flag_types import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH_01, directory,
+                                   int_list, number, str_list)
 from common.cli.recipes import RecipeError, format_recipe_list, load_recipe
 
 TRAIN, DATA, WINDOWS, EVALUATION = TrainConfig(), DataConfig(), WindowConfig(), EvalConfig()
 MODEL_DEFAULT = "default: the model's"
-
-
-# ----------------------------------------------------------------------------- value checks
-
-def _range_text(kind, low, high, low_open, high_open):
-    noun = 'an integer' if kind is int else 'a number'
-    if kind is int and (low, high) == (0, 1):
-        return '0 or 1'
-    if low is not None and high is not None:
-        return f"{noun} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    if kind is int and low == 1 and not low_open:
-        return 'a positive integer'
-    if low is not None:
-        return f"{noun} {'>' if low_open else '>='} {low:g}"
-    return f"{noun} {'<' if high_open else '<='} {high:g}"
-
-
-def number(kind, low=None, high=None, low_open=False, high_open=False, note='', accept=()):
-    """argparse ``type=``: ``kind`` (int or float) in [low, high] (``*_open``: that end
-    excluded); values in ``accept`` pass as well; floats must be finite. ``note`` is said in
-    the error, e.g. what 0 means."""
-    wanted = _range_text(kind, low, high, low_open, high_open)
-    if accept:
-        wanted = ' or '.join(f'{v:g}' for v in accept) + f' or {wanted}'
-
-    def convert(text):
-        try:
-            value = kind(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got '{text}'") from None
-        if value in accept:
-            return value
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
-        if (low is not None and (value < low or (low_open and value == low))) or \
-                (high is not None and (value > high or (high_open and value == high))):
-            raise argparse.ArgumentTypeError(f'must be {wanted}{note}, got {text}')
-        return value
-    convert.__name__ = kind.__name__
-    return convert
-
-
-POSITIVE_INT = number(int, 1)
-COUNT = number(int, 0)                       # 0 allowed and meaning none / off
-POSITIVE = number(float, 0, low_open=True)
-NON_NEGATIVE = number(float, 0)
-FRACTION = number(float, 0, 1, high_open=True)  # probabilities and rates: [0, 1)
-SWITCH_01 = number(int, 0, 1)
-
-
-def _int_list(low):
-    def convert(text):
-        try:
-            values = [int(v) for v in str(text).split(',') if v != '']
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
-        if not values or any(v < low for v in values):
-            raise argparse.ArgumentTypeError(f"expected comma-separated integers >= {low}, got '{text}'")
-        return values
-    convert.__name__ = 'list'
-    return convert
-
-
-def _str_list(text):
-    return [v for v in str(text).split(',') if v]
-
-
-def _directory(text):
-    """A directory path; one that does not exist yet is left to the readers (they say which
-    file is missing), a path naming a file is refused."""
-    if os.path.exists(text) and not os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"'{text}' is a file, not a directory")
-    return text
 
 
 # ----------------------------------------------------------------------------- the parser
@@ -245,12 +172,12 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                    help='dataset: h36m, synthetic (embedded generated data); 3DHP: mpii3d, mpii3d_univ, 3dhp')
     g.add_argument('-k', '--keypoints', default=DATA.keypoints, metavar='NAME',
                    help='2D source: reads data_2d_h36m_<NAME>.npz (gt, cpn_ft_h36m_dbb, ...)')
-    g.add_argument('--root_path', '--root-path', '--data-dir', dest='root_path', type=_directory,
+    g.add_argument('--root_path', '--root-path', '--data-dir', dest='root_path', type=directory,
                    default=DATA.root_path, metavar='DIR',
                    help='directory holding the dataset files (falls back to dataset/ for P-STMO layouts)')
-    g.add_argument('-str', '--subjects-train', type=_str_list, default=None, metavar='LIST',
+    g.add_argument('-str', '--subjects-train', type=str_list, default=None, metavar='LIST',
                    help='training subjects (default: the dataset\'s standard split)')
-    g.add_argument('-ste', '--subjects-test', type=_str_list, default=None, metavar='LIST',
+    g.add_argument('-ste', '--subjects-test', type=str_list, default=None, metavar='LIST',
                    help='test subjects (default: the dataset\'s standard split)')
     g.add_argument('-a', '--actions', default='*', metavar='LIST',
                    help="actions to use, comma-separated prefixes ('*' = all)")
@@ -268,7 +195,7 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                         'default: from the checkpoint when evaluating, else from family flags (-arc, --MAE, --layers)')
     g.add_argument('-f', '--frames', '--number-of-frames', dest='frames', type=POSITIVE_INT, default=None,
                    metavar='F', help=f'frames per input window (receptive field) ({MODEL_DEFAULT})')
-    g.add_argument('-arc', '--architecture', type=_int_list(1), default=None, metavar='LIST',
+    g.add_argument('-arc', '--architecture', type=int_list(1), default=None, metavar='LIST',
                    help=f'VideoPose3D filter widths, e.g. 3,3,3,3,3 (receptive field = product) ({MODEL_DEFAULT}: '
                         f'3,3,3,3,3)')
     g.add_argument('-ch', '--channels', type=POSITIVE_INT, default=None, metavar='C',
@@ -355,7 +282,7 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                    help='turn OFF train-time flip augmentation (it is on by default)')
     g.add_argument('--seed', type=COUNT, default=TRAIN.seed, help='random seed (CPU training is bitwise reproducible)')
     g.add_argument('--deterministic', action='store_true', help='deterministic GPU algorithms (slower)')
-    g.add_argument('-gpu', '--gpu', type=_int_list(0), default=None, metavar='IDS',
+    g.add_argument('-gpu', '--gpu', type=int_list(0), default=None, metavar='IDS',
                    help='GPU ids; several = DataParallel in one process (for many GPUs prefer torchrun) '
                         '(default: GPU 0 if there is one, else the CPU)')
     g.add_argument('--workers', type=COUNT, default=TRAIN.workers, metavar='N', help='DataLoader worker processes')

@@ -101,6 +101,26 @@ def load_3d_only(config: DataConfig, path3d):
     return ([] if config.test_only else fetch(subjects_train)), fetch(subjects_test), H36M_SPEC
 
 
+def _check_h36m_files(poses3d, poses2d, subjects, path3d, path2d):
+    """One-line errors for subjects, actions or camera streams the two files do not share, and for
+    2D streams shorter than their mocap."""
+    for subject in subjects:
+        if subject not in poses3d:
+            raise UserError(f"subject {subject} not in '{path3d}' (has {', '.join(poses3d)})")
+        if subject not in poses2d:
+            raise UserError(f"subject {subject} not in '{path2d}'")
+        for action, world in poses3d[subject].items():
+            if action not in poses2d[subject]:
+                raise UserError(f"'{path2d}' lacks action '{action}' of subject {subject}")
+            streams = poses2d[subject][action]
+            if len(streams) != 4:
+                raise UserError(f"'{path2d}': {subject}/{action} has {len(streams)} camera streams, expected 4")
+            for cam, stream in enumerate(streams):
+                if len(stream) < len(world):
+                    raise UserError(f"'{path2d}': {subject}/{action} camera {cam} has {len(stream)} frames, "
+                                    f"fewer than the {len(world)} of the 3D file")
+
+
 @register_dataset('h36m')
 def load_h36m(config: DataConfig):
     """Human3.6M in the VideoPose3D layout: data_3d_h36m.npz + data_2d_h36m_<keypoints>.npz."""
@@ -120,23 +140,9 @@ def load_h36m(config: DataConfig):
     subjects_test = list(config.subjects_test if config.subjects_test is not None else H36M_TEST)
     if config.test_only:
         subjects_train = []
-    # 3D file: world -> camera per stream, root keeps the trajectory; 2D trimmed to mocap length.
-    for subject in subjects_train + subjects_test:
-        if subject not in poses3d:
-            raise UserError(f"subject {subject} not in '{path3d}' (has {', '.join(poses3d)})")
-        if subject not in poses2d:
-            raise UserError(f"subject {subject} not in '{path2d}'")
-        for action, world in poses3d[subject].items():
-            if action not in poses2d[subject]:
-                raise UserError(f"'{path2d}' lacks action '{action}' of subject {subject}")
-            streams = poses2d[subject][action]
-            if len(streams) != 4:
-                raise UserError(f"'{path2d}': {subject}/{action} has {len(streams)} camera streams, expected 4")
-            for cam, stream in enumerate(streams):
-                if len(stream) < len(world):
-                    raise UserError(f"'{path2d}': {subject}/{action} camera {cam} has {len(stream)} frames, "
-                                    f"fewer than the {len(world)} of the 3D file")
+    _check_h36m_files(poses3d, poses2d, subjects_train + subjects_test, path3d, path2d)
 
+    # per stream: world -> camera, the root's trajectory apart, 2D trimmed to the mocap length
     def fetch(subjects, action_filter, subset=1.0, rng=None):
         sequences = []
         for subject in subjects:

@@ -7,6 +7,7 @@ and DataParallel, bf16 autocast, gradient accumulation, a weight EMA, logs and a
 JSON. A non-finite loss stops training before anything is saved.
 """
 import contextlib
+import functools
 import json
 import math
 import os
@@ -281,6 +282,16 @@ def _log_epoch(logger, run: RunState, epoch, lr, train_loss, results, ema_result
     logger.scalar(f"test/{results['score_name']}", results['score'], epoch + 1)
 
 
+def _save(cfg: TrainConfig, model, optimizer, run: RunState, ema, info: DistInfo, run_config, name, epoch, step,
+          results=None, rng=None, running_loss=None):
+    """Write checkpoint ``name`` (atomically) with everything a resumed run needs."""
+    checkpoint = make_checkpoint(model, optimizer=optimizer.state_dict(), epoch=epoch, step=step, best=run.best,
+                                 history=run.history, rng=rng, running_loss=running_loss, config=run_config,
+                                 world_size=info.world_size, results=results,
+                                 ema_model=ema.model.state_dict() if ema else None)
+    atomic_save(checkpoint, os.path.join(cfg.checkpoint_dir, name))
+
+
 def _save_epoch(save, run: RunState, epochs_done, results, rng, cfg: TrainConfig):
     """latest.pt after every epoch, best.pt when the score improved, epoch_N.pt every N epochs."""
     improved = results['score'] < run.best
@@ -324,12 +335,7 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
     loader, sampler, per_rank_batch = make_loader(train_set, cfg, info, device)
     epoch_steps = steps_per_epoch(len(train_set), info, per_rank_batch, cfg.max_steps_per_epoch)
 
-    def save(name, epoch, step, results=None, rng=None, running_loss=None):
-        checkpoint = make_checkpoint(model, optimizer=optimizer.state_dict(), epoch=epoch, step=step, best=run.best,
-                                     history=run.history, rng=rng, running_loss=running_loss, config=run_config,
-                                     world_size=info.world_size, results=results,
-                                     ema_model=ema.model.state_dict() if ema else None)
-        atomic_save(checkpoint, os.path.join(cfg.checkpoint_dir, name))
+    save = functools.partial(_save, cfg, model, optimizer, run, ema, info, run_config)
 
     results = predictions = None
     for epoch in range(run.epoch, cfg.epochs):

@@ -5,28 +5,9 @@ Usage::
     from models import build_model
     model = build_model('retnet', num_frame=243, joint_related=True)
 
-Contract every registered model follows (shapes as [B, T, J, C]):
-
-* ``forward(x)``: ``x`` [B, T, J, 2] normalised screen coordinates ->
-  [B, T_out, J, 3] root-relative positions in ``output_unit`` (metres unless the
-  model was built with ``output_unit='mm'``, as the P-STMO / APTPose MPI-INF-3DHP
-  files; see common/data/pose_codec.py). ``T_out`` is ``T`` for
-  models that predict their whole window (``predicts == 'sequence'``) and 1 for
-  those that predict the centre frame only (``predicts == 'centre'``).
-* ``receptive_field`` (int): the number of input frames one forward pass sees.
-* ``predicts``: ``'sequence'`` or ``'centre'``.
-* optional ``training_loss(x, target) -> Tensor``: the model's own objective
-  (auxiliary heads, masked pretraining); ``target`` is [B, T, J, 3], aligned
-  with the input frames. Models without it are trained with MPJPE on their
-  forward output.
-* optional ``predict_sequence(x) -> Tensor``: [B, T, J, 2] -> [B, T, J, 3] for
-  a whole sequence of any length, for models that have a better way than the
-  engine's generic windowing (convolutions over the padded sequence, chunkwise
-  retention).
-* optional ``convert_official_state_dict(state_dict) -> state_dict``: maps an
-  official checkpoint's keys (``module.`` already stripped) onto ours;
-  ``official_strict`` (bool, default True) says whether extra keys in an
-  official file are an error (P-STMO's loader ignores them).
+Every registered model subclasses ``models.base.Lifter``, which declares the whole contract
+(forward's shapes and unit, receptive field, what it predicts, its loss, whole-sequence prediction,
+official-checkpoint conversion, ...), each capability with its default.
 
 Flags left unset (``None``) fall back to the model's own defaults.
 """

@@ -17,7 +17,7 @@ from common.data.datasets import DataConfig, load_dataset
 from common.data.generators import WindowConfig, WindowDataset
 from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
 from common.errors import UserError, exit_status
-from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results
+from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results, write_results
 from common.train.checkpoint import load_checkpoint, split_checkpoint
 
 
@@ -175,7 +175,6 @@ def evaluation_variants(model, forced=None):
 
 def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
     """Evaluate a loaded model (once per evaluation variant), print, save JSON and exports."""
-    from common.train.engine import write_results
     cfg = eval_config(args, load_refine(args, spec, device, model))
     runs = {}
     for label, settings in evaluation_variants(model, args.mask_stride):

@@ -50,7 +50,8 @@ class Sequence:
 class DatasetSpec:
     """What differs between datasets.
 
-    root_joint -- joint carrying the trajectory, zeroed in targets (None: 3D already relative)
+    root_joint -- the layout's root: 0 in every stored 3D pose, its path in Sequence.trajectory
+                  (None: the layout has no root joint)
     kps_left / kps_right -- 2D joints swapped by flipping (3D uses skeleton.joints_left/right)
     evaluator -- name of the evaluation protocol in common.eval.evaluation ('actionwise', 'mpi_inf_3dhp')
     fps -- frame rate of the streams

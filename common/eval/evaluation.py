@@ -3,17 +3,20 @@
 Protocols are registered by name (``DatasetSpec.evaluator``); each returns a results
 dict in millimetres with ``score`` / ``score_name`` (the number model selection uses).
 """
+import json
+import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
 
+from common.data.pose_codec import unit_scale, zero_root
 from common.dist import DistInfo, gather_objects
+from common.errors import UserError
 from common.eval.inference import predict_sequence
 from common.eval.metrics import METRIC_NAMES, ActionwiseMeter
 from common.eval.mpi_inf_3dhp_protocol import evaluate_3dhp, export_3dhp, format_3dhp
-from common.data.pose_codec import unit_scale, zero_root
 
 
 @dataclass
@@ -185,6 +188,25 @@ def evaluate_actionwise(sequences, predictions, spec, zero_predicted_root):
     results['frame_weighted'] = _to_mm(raw['frame_weighted'])
     results['score'], results['score_name'] = results['mpjpe'], 'MPJPE'
     return results
+
+
+def write_results(results, run_config, results_json=None, log_dir=None):
+    """Write the results dict (mm, unrounded) with the run's config to each requested path."""
+    payload = {k: v for k, v in results.items() if k not in ('score', 'score_name')}
+    payload['config'] = run_config
+    for path in [results_json, os.path.join(log_dir, 'results.json') if log_dir else None]:
+        if not path:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            tmp = path + '.tmp'
+            with open(tmp, 'w') as handle:
+                json.dump(payload, handle, indent=2, default=float)
+            os.replace(tmp, path)
+        except OSError as err:
+            raise UserError(f"cannot write results to '{path}': {err.strerror}") from None
+        print(f'INFO: results written to {path}')
 
 
 register_evaluator('mpi_inf_3dhp', format_3dhp, export_3dhp)(evaluate_3dhp)

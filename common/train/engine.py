@@ -8,7 +8,6 @@ JSON. A non-finite loss stops training before anything is saved.
 """
 import contextlib
 import functools
-import json
 import math
 import os
 import time
@@ -24,7 +23,7 @@ from common.train.checkpoint import (atomic_save, load_checkpoint, make_checkpoi
 from common.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, gather_objects, rng_state,
                          set_rng_state, seed_everything)
 from common.errors import UserError
-from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results
+from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results, write_results
 from common.data.generators import EpochSampler, WindowDataset, collate_batch
 from common.train.optim import WeightEMA, build_optimizer, epoch_lr
 from common.data.pose_codec import unit_scale
@@ -383,22 +382,3 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
         _finish(results, predictions, run.history, test_sequences, spec, cfg, run_config, logger)
     logger.close()
     return results
-
-
-def write_results(results, run_config, results_json=None, log_dir=None):
-    """Write the results dict (mm, unrounded) with the run's config to each requested path."""
-    payload = {k: v for k, v in results.items() if k not in ('score', 'score_name')}
-    payload['config'] = run_config
-    for path in [results_json, os.path.join(log_dir, 'results.json') if log_dir else None]:
-        if not path:
-            continue
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            tmp = path + '.tmp'
-            with open(tmp, 'w') as handle:
-                json.dump(payload, handle, indent=2, default=float)
-            os.replace(tmp, path)
-        except OSError as err:
-            raise UserError(f"cannot write results to '{path}': {err.strerror}") from None
-        print(f'INFO: results written to {path}')

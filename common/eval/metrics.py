@@ -12,9 +12,9 @@ Every one takes ``reduce``: ``'mean'`` (a scalar), ``'frame'`` (the joint mean p
 frame) or ``'none'`` (per frame and joint). ``ActionwiseMeter`` turns per-stream
 results into the action-wise average the tables report.
 
-MPI-INF-3DHP (errors in millimetres): ``pck``, ``auc``, ``protocol_table`` and
-``mpii3d_protocol`` follow the official test-set protocol (PCK and AUC over the 14
-joints of 8 groups, strict ``<``; MPJPE over all joints given).
+MPI-INF-3DHP (errors and thresholds in metres, like everything above): ``pck``, ``auc``,
+``protocol_table`` and ``mpii3d_protocol`` follow the official test-set protocol (PCK@150 mm
+and AUC over the 14 joints of 8 groups, strict ``<``; MPJPE over all joints given).
 """
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -25,7 +25,7 @@ from common.data.skeleton import MPII3D_14_FROM_17  # noqa: F401  (part of the p
 __all__ = ['joint_errors', 'mpjpe', 'p_mpjpe', 'n_mpjpe', 'mpjve', 'per_joint_error',
            'procrustes_align', 'stream_metrics', 'action_group', 'ActionwiseMeter',
            'PCK_GROUPS_3DHP_17', 'PCK_GROUPS_3DHP_14', 'MPII3D_14_FROM_17', 'ACTIVITY_NAMES_3DHP',
-           'AUC_THRESHOLDS_MM', 'groups_through', 'pck', 'auc', 'protocol_table', 'mpii3d_protocol']
+           'PCK_THRESHOLD', 'AUC_THRESHOLDS', 'groups_through', 'pck', 'auc', 'protocol_table', 'mpii3d_protocol']
 
 METRIC_NAMES = ('mpjpe', 'p_mpjpe', 'n_mpjpe', 'mpjve')
 
@@ -194,14 +194,17 @@ class ActionwiseMeter:
 
 
 # ---------------------------------------------------------------------------
-# MPI-INF-3DHP test-set protocol (errors in millimetres).
+# MPI-INF-3DHP test-set protocol (errors in metres; the protocol's thresholds are 0-150 mm).
 
 #: PCK / AUC joint groups in the 17-joint 3DHP order (pelvis, spine and head excluded).
 PCK_GROUPS_3DHP_17 = {'Head': (0,), 'Neck': (1,), 'Shoulder': (2, 5), 'Elbow': (3, 6),
                       'Wrist': (4, 7), 'Hip': (8, 11), 'Knee': (9, 12), 'Ankle': (10, 13)}
 ACTIVITY_NAMES_3DHP = {1: 'Standing/Walking', 2: 'Exercising', 3: 'Sitting',
                        4: 'Reaching/Crouching', 5: 'On The Floor', 6: 'Sports', 7: 'Miscellaneous'}
-AUC_THRESHOLDS_MM = tuple(range(0, 151, 5))
+PCK_THRESHOLD = 150 / 1000
+#: 0, 5, ..., 150 mm in metres, each written as mm / 1000 so that an error read in mm and one
+#: read in metres meet the same strict threshold.
+AUC_THRESHOLDS = tuple(mm / 1000 for mm in range(0, 151, 5))
 
 
 def groups_through(groups: Mapping[str, Sequence[int]], index_map: Sequence[int]):
@@ -217,33 +220,35 @@ def _group_joints(groups):
     return [j for joints in groups.values() for j in joints]
 
 
-def _pck_curve(errors_mm, thresholds, joints):
+def _pck_curve(errors, thresholds, joints):
     """Fraction of the selected joints under each threshold: [..., J] -> [len(thresholds)]."""
-    errors = torch.as_tensor(errors_mm)
+    errors = torch.as_tensor(errors)
     selected = errors[..., list(joints)].reshape(-1)
     limits = torch.as_tensor(thresholds, dtype=selected.dtype, device=selected.device)
     return (selected[:, None] < limits).double().mean(0)
 
 
-def pck(errors_mm, threshold: float = 150.0, groups=PCK_GROUPS_3DHP_17):
-    """Percentage of joints with error strictly below ``threshold`` mm, over the joints
-    of ``groups`` (default: the 14 of the 3DHP 17-joint order). errors_mm [..., J]."""
-    return 100.0 * _pck_curve(errors_mm, [threshold], _group_joints(groups))[0].item()
+def pck(errors, threshold: float = PCK_THRESHOLD, groups=PCK_GROUPS_3DHP_17):
+    """Percentage of joints with error (metres) strictly below ``threshold`` (150 mm), over
+    the joints of ``groups`` (default: the 14 of the 3DHP 17-joint order). errors [..., J]."""
+    return 100.0 * _pck_curve(errors, [threshold], _group_joints(groups))[0].item()
 
 
-def auc(errors_mm, thresholds=AUC_THRESHOLDS_MM, groups=PCK_GROUPS_3DHP_17):
-    """Mean PCK over the thresholds 0, 5, ..., 150 mm, in percent (perfect: 30 / 31 = 96.77)."""
-    return 100.0 * _pck_curve(errors_mm, thresholds, _group_joints(groups)).mean().item()
+def auc(errors, thresholds=AUC_THRESHOLDS, groups=PCK_GROUPS_3DHP_17):
+    """Mean PCK over the thresholds 0, 5, ..., 150 mm, in percent (perfect: 30 / 31 = 96.77).
+    errors [..., J] in metres."""
+    return 100.0 * _pck_curve(errors, thresholds, _group_joints(groups)).mean().item()
 
 
-def protocol_table(errors_mm, groups=PCK_GROUPS_3DHP_17, thresholds=AUC_THRESHOLDS_MM) -> dict:
-    """One row of the 3DHP tables from per-frame per-joint errors [N, J] (mm):
-    {'pck', 'auc' (Total over the group joints), 'mpjpe' (over all J joints),
+def protocol_table(errors, groups=PCK_GROUPS_3DHP_17, thresholds=AUC_THRESHOLDS) -> dict:
+    """One row of the 3DHP tables from per-frame per-joint errors [N, J] (metres):
+    {'pck', 'auc' (Total over the group joints; percent), 'mpjpe' (over all J joints; metres),
     'pck_groups', 'auc_groups', 'frames'}."""
-    errors = torch.as_tensor(errors_mm)
+    errors = torch.as_tensor(errors)
     assert errors.dim() == 2, 'errors must be [N, J]'
     curves = {name: _pck_curve(errors, thresholds, joints) for name, joints in groups.items()}
-    pck_index = list(thresholds).index(150) if 150 in thresholds else len(thresholds) - 1
+    # PCK is read at the 150 mm threshold (the curve's last point when the list lacks it).
+    pck_index = min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - PCK_THRESHOLD))
     total = _pck_curve(errors, thresholds, _group_joints(groups))
     return {'pck': 100.0 * total[pck_index].item(), 'auc': 100.0 * total.mean().item(),
             'mpjpe': errors.double().mean().item() if errors.numel() else float('nan'),
@@ -252,17 +257,17 @@ def protocol_table(errors_mm, groups=PCK_GROUPS_3DHP_17, thresholds=AUC_THRESHOL
             'frames': int(errors.shape[0])}
 
 
-def mpii3d_protocol(errors_mm, sequences: Sequence[str], activities: Optional[Sequence[int]] = None,
+def mpii3d_protocol(errors, sequences: Sequence[str], activities: Optional[Sequence[int]] = None,
                     groups=PCK_GROUPS_3DHP_17, activity_names=ACTIVITY_NAMES_3DHP) -> dict:
     """The official 3DHP tables from the errors of the valid test frames.
 
-    errors_mm -- [N, J] per-frame per-joint errors (mm), valid frames of all sequences
+    errors -- [N, J] per-frame per-joint errors (metres), valid frames of all sequences
     sequences -- N sequence names ('TS1'...), one per frame
     activities -- N activity labels 1..7, or None
     Returns {'per_sequence': {name: row}, 'per_activity': {name: row}, 'All': row}
     (rows as ``protocol_table``). The numbers papers report are 'All', i.e. the
     frame-weighted average over sequences, not the plain mean over them."""
-    errors = torch.as_tensor(errors_mm)
+    errors = torch.as_tensor(errors)
     assert errors.dim() == 2 and len(sequences) == errors.shape[0], 'one sequence name per frame'
     names = list(sequences)
     result = {'per_sequence': {}, 'per_activity': {}}

@@ -29,7 +29,7 @@ def valid_frames(seq):
 
 
 def scored_errors(sequences, predictions, spec, zero_predicted_root):
-    """Errors of the valid frames in mm [N, J] (ground-truth root zeroed), the sequence name of
+    """Errors of the valid frames in metres [N, J] (ground-truth root zeroed), the sequence name of
     every frame, and the activity labels [N] (None unless every sequence has them)."""
     errors, names, labels = [], [], []
     for seq, pred in zip(sequences, predictions):
@@ -38,7 +38,7 @@ def scored_errors(sequences, predictions, spec, zero_predicted_root):
         pred = torch.from_numpy(np.asarray(pred[valid], np.float64))
         if zero_predicted_root:
             pred = zero_root(pred, spec.root_joint)
-        errors.append(joint_errors(pred, target) * 1000.0)
+        errors.append(joint_errors(pred, target))
         names += [seq.group] * int(valid.sum())
         labels.append(None if seq.labels is None else seq.labels[valid])
     errors = torch.cat(errors) if errors else torch.zeros(0, spec.num_joints, dtype=torch.float64)
@@ -46,19 +46,27 @@ def scored_errors(sequences, predictions, spec, zero_predicted_root):
     return errors, names, (np.concatenate(labels) if known else None)
 
 
+def _row_in_mm(row, joint_errors_m):
+    """A protocol row for the results (millimetres, as every results dict): its MPJPE and the
+    per-joint MPJPE of its frames ``joint_errors_m`` [n, J] (metres), the sheet's columns."""
+    row['mpjpe'] *= 1000.0
+    row['per_joint'] = (joint_errors_m.mean(0) * 1000.0).tolist()
+
+
 @torch.no_grad()
 def evaluate_3dhp(sequences, predictions, spec, zero_predicted_root):
-    """Official MPI-INF-3DHP protocol (data-formats 3.2). Top-level numbers are 'All', i.e.
-    frame-weighted over the sequences: 'mpjpe' (mm), 'pck', 'auc' (percent)."""
+    """Official MPI-INF-3DHP protocol (data-formats 3.2), computed in metres and reported in mm.
+    Top-level numbers are 'All', i.e. frame-weighted over the sequences: 'mpjpe' (mm), 'pck',
+    'auc' (percent)."""
     errors, names, labels = scored_errors(sequences, predictions, spec, zero_predicted_root)
     table = mpii3d_protocol(errors, names, labels, protocol_groups(spec))
     names = np.array(names)
-    for name, row in table['per_sequence'].items():  # per-joint MPJPE: the sheet's columns
-        row['per_joint'] = errors[torch.from_numpy(names == name)].mean(0).tolist()
+    for name, row in table['per_sequence'].items():
+        _row_in_mm(row, errors[torch.from_numpy(names == name)])
     for label, row in ((k, table['per_activity'].get(v)) for k, v in ACTIVITY_NAMES_3DHP.items()):
         if row is not None:
-            row['per_joint'] = errors[torch.from_numpy(labels == label)].mean(0).tolist()
-    table['All']['per_joint'] = errors.mean(0).tolist()
+            _row_in_mm(row, errors[torch.from_numpy(labels == label)])
+    _row_in_mm(table['All'], errors)
     rows = table['per_sequence'].values()
     everything = table['All']
     return {'protocol': 'mpi_inf_3dhp', 'mpjpe': everything['mpjpe'], 'pck': everything['pck'],

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.eval.metrics import (ActionwiseMeter, MPII3D_14_FROM_17, PCK_GROUPS_3DHP_14, action_group,
-                                 auc, mpii3d_protocol, mpjpe, mpjve, n_mpjpe, p_mpjpe,
-                                 per_joint_error, pck, procrustes_align, protocol_table, stream_metrics)
+from common.eval.metrics import (AUC_THRESHOLDS, PCK_THRESHOLD, ActionwiseMeter, MPII3D_14_FROM_17,
+                                 PCK_GROUPS_3DHP_14, action_group, auc, mpii3d_protocol, mpjpe, mpjve,
+                                 n_mpjpe, p_mpjpe, per_joint_error, pck, procrustes_align, protocol_table,
+                                 stream_metrics)
 from common.data.pose_codec import zero_root
 
 
@@ -175,25 +176,36 @@ def test_stream_metrics_values():
     assert out['p_mpjpe'] == pytest.approx(0.0, abs=1e-12)
 
 
-# MPI-INF-3DHP protocol -------------------------------------------------------
+# MPI-INF-3DHP protocol (errors in metres, like the Human3.6M metrics) -------
+
+MM = 1 / 1000
+
 
 def test_pck_all_below_threshold():
-    errors = torch.full((10, 17), 149.9)
+    errors = torch.full((10, 17), 149.9 * MM, dtype=torch.float64)
     errors[:, 14] = 0  # pelvis
     assert pck(errors) == 100.0
-    errors[0, 3] = 150.0  # strict <: exactly 150 mm fails
+    errors[0, 3] = 150.0 * MM  # strict <: exactly 150 mm fails
     assert pck(errors) == pytest.approx(100 * (1 - 1 / 140))
 
 
 def test_auc_of_evenly_spread_errors():
     # 150 frames with errors 0, 1, ..., 149 mm on every joint: below 5k mm are 5k of them,
     # so PCK(5k) = k / 30 and AUC = mean_{k=0..30} k / 30 = 15.5 / 31 = 50 %.
-    errors = torch.arange(150.0)[:, None].expand(150, 17)
+    errors = (torch.arange(150.0, dtype=torch.float64) / 1000)[:, None].expand(150, 17)
     assert auc(errors) == pytest.approx(50.0)
     # Spread over 0-300 mm: PCK(5k) = k / 60, AUC = 15.5 / 62 = 25 %; PCK = 50 %.
-    errors = torch.arange(300.0)[:, None].expand(300, 17)
+    errors = (torch.arange(300.0, dtype=torch.float64) / 1000)[:, None].expand(300, 17)
     assert auc(errors) == pytest.approx(25.0)
     assert pck(errors) == pytest.approx(50.0)
+
+
+def test_thresholds_are_the_protocol_millimetres_in_metres():
+    assert PCK_THRESHOLD == 0.15 and len(AUC_THRESHOLDS) == 31
+    assert AUC_THRESHOLDS[0] == 0 and AUC_THRESHOLDS[-1] == PCK_THRESHOLD
+    assert AUC_THRESHOLDS[3] == pytest.approx(0.015)
+    # Errors given in millimetres are 1000 times too large: everything fails but exact zeros.
+    assert pck(torch.full((2, 17), 20.0)) == 0.0
 
 
 def test_perfect_auc():
@@ -202,17 +214,17 @@ def test_perfect_auc():
 
 
 def test_3dhp_mpjpe_includes_zero_pelvis():
-    errors = torch.full((5, 17), 34.0)
+    errors = torch.full((5, 17), 34.0 * MM, dtype=torch.float64)
     errors[:, 14] = 0.0
     row = protocol_table(errors)
-    assert row['mpjpe'] == pytest.approx(32.0)  # 34 * 16 / 17
+    assert row['mpjpe'] == pytest.approx(0.032)  # 34 mm * 16 / 17, in metres
     assert row['pck'] == 100.0 and row['frames'] == 5
 
 
 def test_group_tables():
-    errors = torch.zeros(4, 17)
-    errors[:, 0] = 200.0      # head top always wrong
-    errors[:2, 4] = 100.0     # right wrist 100 mm in two frames
+    errors = torch.zeros(4, 17, dtype=torch.float64)
+    errors[:, 0] = 200.0 * MM      # head top always wrong
+    errors[:2, 4] = 100.0 * MM     # right wrist 100 mm in two frames
     row = protocol_table(errors)
     assert row['pck_groups']['Head'] == 0.0
     assert row['pck_groups']['Wrist'] == 100.0
@@ -225,20 +237,20 @@ def test_group_tables():
 def test_14_joint_groups():
     assert PCK_GROUPS_3DHP_14['Head'] == (13,) and PCK_GROUPS_3DHP_14['Neck'] == (12,)
     assert PCK_GROUPS_3DHP_14['Ankle'] == (0, 5) and PCK_GROUPS_3DHP_14['Hip'] == (2, 3)
-    errors17 = torch.rand(6, 17) * 200
+    errors17 = torch.rand(6, 17, dtype=torch.float64) * 0.2
     errors14 = errors17[:, list(MPII3D_14_FROM_17)]
     assert pck(errors14, groups=PCK_GROUPS_3DHP_14) == pytest.approx(pck(errors17))
     assert auc(errors14, groups=PCK_GROUPS_3DHP_14) == pytest.approx(auc(errors17))
 
 
 def test_protocol_is_frame_weighted_over_sequences():
-    errors = torch.cat([torch.full((3, 17), 10.0), torch.full((1, 17), 200.0)])
+    errors = torch.cat([torch.full((3, 17), 0.010), torch.full((1, 17), 0.200)])
     sequences = ['TS1', 'TS1', 'TS1', 'TS2']
     out = mpii3d_protocol(errors, sequences, activities=[1, 1, 2, 2])
     assert out['per_sequence']['TS1']['pck'] == 100.0
     assert out['per_sequence']['TS2']['pck'] == 0.0
     assert out['All']['pck'] == pytest.approx(75.0)  # not the plain mean, 50
-    assert out['All']['mpjpe'] == pytest.approx((3 * 10 + 200) / 4)
+    assert out['All']['mpjpe'] == pytest.approx((3 * 0.010 + 0.200) / 4)
     assert out['per_activity']['Standing/Walking']['frames'] == 2
     assert out['per_activity']['Exercising']['pck'] == pytest.approx(50.0)
 

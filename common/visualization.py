@@ -340,7 +340,7 @@ def render_animation(scene: Scene, output, video=None, skip=0, limit=-1, downsam
     extension both. video -- file to draw the 2D input over (its first ``skip`` frames
     dropped); limit -- first N frames only; downsample -- every K-th frame; size -- panel
     inches; bitrate -- MP4 kbit/s. Returns the paths written."""
-    from tqdm import tqdm
+    from common.progress import progress as shown_progress
     paths = output_paths(output)
     frames = frame_indices(len(scene), limit, downsample)
     video_fps, images = open_video(video, frames, skip) if video else (None, None)
@@ -352,7 +352,7 @@ def render_animation(scene: Scene, output, video=None, skip=0, limit=-1, downsam
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         writer.setup(fig, path, dpi=DPI)
     try:
-        for t in tqdm(frames, desc='rendering', unit='frame', disable=not progress):
+        for t in shown_progress(frames, 'rendering', enabled=progress, unit='frame'):
             image = next(images, None) if images is not None else None
             if images is not None and image is None:
                 print(f'WARNING: the video ended before frame {t}; the animation stops there')

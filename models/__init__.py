@@ -18,20 +18,22 @@ import importlib
 
 import torch.nn as nn
 
-__all__ = ['register_model', 'build_model', 'model_names', 'get_entry', 'detect_official_model']
+__all__ = ['register_model', 'build_model', 'model_names', 'lifter_names', 'get_entry', 'detect_official_model']
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     """name -- registry key; factory -- builds the module from keyword hyper-parameters;
     family -- model file it lives in; detect_official -- state_dict -> constructor kwargs
-    (or None) for recognising an official checkpoint by its keys and shapes."""
+    (or None) for recognising an official checkpoint by its keys and shapes; selectable -- a
+    user can pick it with --model (False for the parts other models are assembled from)."""
     name: str
     factory: Callable[..., nn.Module]
     family: str
     aliases: Tuple[str, ...] = ()
     detect_official: Optional[Callable[[dict], Optional[dict]]] = None
     priority: int = 0
+    selectable: bool = True
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
@@ -44,13 +46,14 @@ _FAMILY_MODULES = ('videopose', 'retnet', 'mixste', 'stc', 'stmo', 'strided', 'r
 _loaded = False
 
 
-def register_model(name: str, *, aliases=(), detect_official=None, priority: int = 0):
+def register_model(name: str, *, aliases=(), detect_official=None, priority: int = 0, selectable: bool = True):
     """Decorator registering a model class or factory function under ``name``.
 
-    priority -- order in which official-checkpoint detectors are tried (higher first)."""
+    priority -- order in which official-checkpoint detectors are tried (higher first);
+    selectable -- offered to users by --model (see ModelEntry)."""
     def decorate(factory):
         family = factory.__module__.rsplit('.', 1)[-1]
-        entry = ModelEntry(name, factory, family, tuple(aliases), detect_official, priority)
+        entry = ModelEntry(name, factory, family, tuple(aliases), detect_official, priority, selectable)
         _REGISTRY[name] = entry
         for alias in aliases:
             _ALIASES[alias] = name
@@ -75,6 +78,18 @@ def model_names():
     """Sorted list of registered model names."""
     _load_families()
     return sorted(_REGISTRY)
+
+
+def lifter_names():
+    """The models a user can pick with --model, in the order the families are listed."""
+    _load_families()
+    return [name for name, entry in _REGISTRY.items() if entry.selectable]
+
+
+def resolve_name(name: str) -> str:
+    """The registry key of a name or alias (unchanged when unknown)."""
+    _load_families()
+    return _ALIASES.get(name, name)
 
 
 def get_entry(name: str) -> ModelEntry:

@@ -69,7 +69,7 @@ def detect_refine(state_dict):
             'fc_unit': int(state_dict['post_refine.0.weight'].shape[0])}
 
 
-@register_model('refine', detect_official=detect_refine)
+@register_model('refine', detect_official=detect_refine, selectable=False)
 def build_refine(num_joints=None, n_joints=None, fc_unit=None, in_channels=2, out_channels=3,
                  out_seqlen=1):
     """Refine module; forward(x, x_1) as in PoseRefiner (not a 2D -> 3D lifter itself)."""
@@ -134,7 +134,7 @@ def with_refiner(lifter, fc_unit=None):
     return pair
 
 
-@register_model('refined')
+@register_model('refined', selectable=False)
 def build_refined(lifter='stmo', lifter_config=None, fc_unit=None):
     """A registered centre-frame lifter (by name, with its constructor kwargs) plus a refine
     module sized for its output joints."""

@@ -23,8 +23,9 @@ from common.dist import DEFAULT_TIMEOUT_S
 from common.train.engine import TrainConfig
 from common.eval.evaluation import EvalConfig
 from common.data.generators import WindowConfig
+from models import lifter_names
 from common.cli.flag_types import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH_01, directory,
-                                   int_list, number, str_list)
+                                   int_list, model_name, number, str_list)
 from common.cli.recipes import RecipeError, format_recipe_list, load_recipe
 
 TRAIN, DATA, WINDOWS, EVALUATION = TrainConfig(), DataConfig(), WindowConfig(), EvalConfig()
@@ -190,8 +191,8 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                         'through K random virtual cameras (0: off)')
 
     g = groups['model']
-    g.add_argument('--model', default=None, metavar='NAME',
-                   help='lifter to use (videopose, retnet, mixste, stc, stmo, aptpose, strided, uplift_upsample); '
+    g.add_argument('--model', type=model_name, default=None, metavar='NAME',
+                   help=f"lifter to use ({', '.join(lifter_names())}; context_pose needs an image dataset); "
                         'default: from the checkpoint when evaluating, else from family flags (-arc, --MAE, --layers)')
     g.add_argument('-f', '--frames', '--number-of-frames', dest='frames', type=POSITIVE_INT, default=None,
                    metavar='F', help=f'frames per input window (receptive field) ({MODEL_DEFAULT})')
@@ -321,7 +322,7 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     g.add_argument('--eval-zero-root', choices=['auto', 'yes', 'no'], default='auto',
                    help="zero the predicted root before scoring (auto, the default: the model's paper convention)")
     g.add_argument('-l', '--log', default=None, metavar='DIR',
-                   help='log directory (default: log/<dataset>_<model>_<time>)')
+                   help='log directory (default: log/<h36m or 3dhp>[_<-d>]_<model>_<time>, e.g. log/h36m_synthetic_stmo_20261202-101500)')
     g.add_argument('--nolog', action='store_true', help='no log directory (no tensorboard, log file)')
     g.add_argument('--results-json', default=TRAIN.results_json, metavar='FILE',
                    help='also write the results JSON here (default: only results.json in the log directory)')

@@ -75,3 +75,20 @@ def directory(text):
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"'{text}' is a file, not a directory")
     return text
+
+
+def model_name(text):
+    """A model a user can pick (a name of models.lifter_names() or one of its aliases), returned
+    as typed; anything else is refused with the list and the closest name."""
+    import difflib
+
+    from models import lifter_names, model_names, resolve_name
+    names = lifter_names()
+    if resolve_name(text) in names:
+        return text
+    if resolve_name(text) in model_names():  # a part other models are built from
+        raise argparse.ArgumentTypeError(f"'{text}' is not a lifter of its own: the refine module is added to one "
+                                         f"with --refine (training) or --refine_reload 1 (evaluation)")
+    close = difflib.get_close_matches(text, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ''
+    raise argparse.ArgumentTypeError(f"unknown model '{text}'{hint} (choose one of: {', '.join(names)})")

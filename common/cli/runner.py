@@ -127,10 +127,13 @@ def eval_config(args, refine=None) -> EvalConfig:
     return EvalConfig(flip=args.test_time_augmentation, zero_root=zero, refine=refine)
 
 
-def default_log_dir(args, name):
+def default_log_dir(args, name, preset: ScriptPreset):
+    """-l DIR, or log/<script's dataset>[_<-d when another>]_<model>_<time> (so the Human3.6M and
+    the 3DHP synthetic sets, both -d synthetic, log apart); None with --nolog."""
     if args.nolog:
         return None
-    return args.log or os.path.join('log', f"{args.dataset}_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
+    datasets = preset.dataset if args.dataset == preset.dataset else f'{preset.dataset}_{args.dataset}'
+    return args.log or os.path.join('log', f"{datasets}_{name}_{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def load_data(args, preset: ScriptPreset, test_only=False):
@@ -173,7 +176,7 @@ def evaluation_variants(model, forced=None):
     return variants
 
 
-def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
+def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config, log_dir):
     """Evaluate a loaded model (once per evaluation variant), print, save JSON and exports."""
     cfg = eval_config(args, load_refine(args, spec, device, model))
     runs = {}
@@ -190,7 +193,6 @@ def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
             print(' | '.join([results['score_name']] + list(runs)))
             print(' | '.join([run_config['model']] + [f"{r['score']:.1f}" for r, _ in runs.values()]))
     if info.is_main:
-        log_dir = default_log_dir(args, run_config['model'])  # results.json there too, unless --nolog
         write_results(results, run_config, args.results_json, log_dir)
         # protocol files (3DHP CSV and .mat) go next to the results, not over another run's
         beside = os.path.dirname(os.path.abspath(args.results_json)) if args.results_json else args.checkpoint
@@ -220,8 +222,8 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         load_checkpoint(model, checkpoint)
         if evaluate_path:
             model.to(device)
-            return evaluate_checkpoint(args, model, test_seqs, spec, device, info,
-                                       {**run_config, 'checkpoint': evaluate_path})
+            return evaluate_checkpoint(args, model, test_seqs, spec, device, info,  # results.json in the log
+                                       {**run_config, 'checkpoint': evaluate_path}, default_log_dir(args, name, preset))
         if info.is_main:
             print(f'INFO: training starts from {checkpoint_to_finetune(args)}')
 
@@ -242,7 +244,7 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         checkpoint_dir=args.checkpoint, checkpoint_frequency=args.checkpoint_frequency,
         checkpoint_steps=args.checkpoint_steps, resume=checkpoint_to_resume(args),
         trust_checkpoint=args.trust_checkpoint,
-        log_dir=default_log_dir(args, name),
+        log_dir=default_log_dir(args, name, preset),
         results_json=args.results_json, export_training_curves=args.export_training_curves,
         data_parallel=args.gpu or [], max_steps_per_epoch=args.max_steps_per_epoch,
         group_lrs={'refiner.': args.lr_refine} if args.refine and args.lr_refine else {})

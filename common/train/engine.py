@@ -16,18 +16,19 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from common.train.checkpoint import (atomic_save, load_checkpoint, make_checkpoint, read_checkpoint,
                                      remove_partial_files, unwrap)
 from common.dist import (DistInfo, all_reduce_sum, barrier, broadcast_buffers, gather_objects, rng_state,
                          set_rng_state, seed_everything)
 from common.errors import UserError
+from common.progress import long_run_warning, progress
 from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results, write_results
 from common.data.generators import EpochSampler, WindowDataset, collate_batch
 from common.train.optim import WeightEMA, build_optimizer, epoch_lr
 from common.data.pose_codec import unit_scale
 
+PACE_STEPS = 3  # steps timed after the first (which pays for warm-up) to forecast a run's length
 FINITE_CHECK_STEPS = 50  # how often (steps) the loss is checked for NaN/inf: one host sync each time
 
 
@@ -141,14 +142,15 @@ def steps_per_epoch(num_windows, info: DistInfo, per_rank_batch, max_steps=None)
 
 
 def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoch, info: DistInfo = DistInfo(),
-                    ema=None, on_step=None, start_step=0, running=None, on_step_every=1):
+                    ema=None, on_step=None, start_step=0, running=None, on_step_every=1, on_pace=None):
     """One pass over the loader (from step ``start_step``); returns the mean training loss over
     all ranks. Each batch is split into ``cfg.accumulate`` micro-batches whose losses are
     weighted by their share of the batch, so the step equals one over the whole batch.
 
     on_step(step, loss_sum, count) -- called after every ``on_step_every``-th optimiser step
     (mid-epoch checkpoints), once the losses so far are known to be finite;
-    running -- (loss sum, window count) carried over from a mid-epoch checkpoint."""
+    running -- (loss sum, window count) carried over from a mid-epoch checkpoint;
+    on_pace(seconds per step) -- called once, after the steps that follow the (slower) first one."""
     objective.train()
     total = torch.tensor(running[0] if running else 0.0, dtype=torch.float64, device=device)
     count = torch.tensor(running[1] if running else 0.0, dtype=torch.float64, device=device)
@@ -156,8 +158,9 @@ def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoc
     first_bad = torch.full((), -1, dtype=torch.int64, device=device)
     last_step = start_step + len(loader) if not cfg.max_steps_per_epoch else \
         min(start_step + len(loader), cfg.max_steps_per_epoch)
-    bar = tqdm(loader, desc=f'epoch {epoch + 1}', disable=not info.is_main, leave=False,
-               initial=start_step, total=last_step, dynamic_ncols=True)
+    bar = progress(loader, f'epoch {epoch + 1}', total=last_step, initial=start_step, enabled=info.is_main,
+                   unit='step')
+    paced_from = None
     bare = unwrap(objective).model if isinstance(unwrap(objective), TrainingObjective) else unwrap(objective)
     optimizer.zero_grad(set_to_none=True)
     names = ('input2d', 'target3d') + (('intrinsics', 'root_depth') if bare.uses_camera else ())
@@ -188,6 +191,11 @@ def train_one_epoch(objective, optimizer, loader, cfg: TrainConfig, device, epoc
             check_finite(first_bad, epoch)
         if call:
             on_step(step + 1, total, count)
+        if on_pace is not None:
+            if paced_from is None:
+                paced_from = (step, time.perf_counter())
+            elif step - paced_from[0] == PACE_STEPS:
+                on_pace((time.perf_counter() - paced_from[1]) / PACE_STEPS)
         if step + 1 >= last_step:
             break
     check_finite(first_bad, epoch)
@@ -355,10 +363,17 @@ def fit(model, train_set: WindowDataset, test_sequences, spec, cfg: TrainConfig,
                 if info.is_main:
                     save('latest.pt', epoch, step, rng=rng, running_loss=sums)
 
+        def on_pace(seconds_per_step, epochs_left=cfg.epochs - epoch):
+            warning = long_run_warning(seconds_per_step, epoch_steps, epochs_left, device.type,
+                                       '; the cpu_<model> recipes (--recipe cpu_stmo, ...) are sized for CPU')
+            if warning:
+                logger.print(warning)
+
         t0 = time.time()
         train_loss = train_one_epoch(objective, optimizer, loader, cfg, device, epoch, info, ema,
                                      on_step if cfg.checkpoint_steps else None, run.step, run.running,
-                                     on_step_every=cfg.checkpoint_steps or 1)
+                                     on_step_every=cfg.checkpoint_steps or 1,
+                                     on_pace=on_pace if epoch == run.epoch and info.is_main else None)
         run.step, run.running = 0, None
         rng = gather_objects(rng_state(device), info)
         for module in (model, ema.model if ema else None):

@@ -297,3 +297,28 @@ def test_zero_epochs_with_resume_scores_the_loaded_weights(tiny_data, tmp_path):
     evaluated = json.load(open(tmp_path / 'evaluated.json'))
     resumed = json.load(open(tmp_path / 'resumed.json'))
     assert resumed['mpjpe'] == pytest.approx(evaluated['mpjpe'], rel=1e-6)
+
+
+# --model offers exactly the lifters a user can pick --------------------------------------------
+
+def test_model_flag_offers_the_selectable_lifters_only(capsys):
+    from models import lifter_names, model_names
+    names = lifter_names()
+    assert 'refine' in model_names() and 'refine' not in names and 'refined' not in names
+    assert {'videopose', 'retnet', 'mixste', 'stc', 'stmo', 'aptpose', 'strided', 'uplift_upsample',
+            'context_pose'} == set(names)
+    flat = ' '.join(help_text().split())
+    assert f"lifter to use ({', '.join(names)};" in flat
+    assert parse(['--model', 'pstmo']).model == 'pstmo'  # aliases stay accepted
+    assert "'refine' is not a lifter of its own" in parse_error(['--model', 'refine'], capsys)
+    line = parse_error(['--model', 'mixtse'], capsys)
+    assert "unknown model 'mixtse'; did you mean 'mixste'?" in line and 'refine' not in line
+
+
+def test_readme_model_table_lists_the_same_lifters():
+    import os
+    from models import lifter_names
+    readme = open(os.path.join(os.path.dirname(__file__), '..', '..', 'README.md')).read()
+    table = readme.split('| model (`--model`) |', 1)[1].split('\n\n', 1)[0]
+    listed = re.findall(r'`([a-z_]+)`', ''.join(line.split('|')[1] for line in table.splitlines()[2:]))
+    assert sorted(listed) == sorted(lifter_names())

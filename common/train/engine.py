@@ -314,8 +314,8 @@ def _finish(results, predictions, history, test_sequences, spec, cfg: TrainConfi
     """Print the final table and write the results JSON, the protocol's exports and the curves."""
     logger.print(format_results(results))
     written = [n for n in ('latest.pt', 'best.pt', 'ema.pt') if os.path.isfile(os.path.join(cfg.checkpoint_dir, n))]
-    logger.print(f"INFO: checkpoints in {cfg.checkpoint_dir}: {', '.join(written)}"
-                 + (f'; log, tensorboard and results in {cfg.log_dir}' if cfg.log_dir else ''))
+    saved = f"checkpoints in {cfg.checkpoint_dir}: {', '.join(written)}" if written else 'no checkpoint written'
+    logger.print(f'INFO: {saved}' + (f'; log, tensorboard and results in {cfg.log_dir}' if cfg.log_dir else ''))
     export_results(results, test_sequences, predictions, spec, cfg.log_dir or cfg.checkpoint_dir)
     write_results(results, run_config, cfg.results_json, cfg.log_dir)
     if cfg.export_training_curves and history:

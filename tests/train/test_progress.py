@@ -71,3 +71,15 @@ def test_log_names_tell_the_datasets_apart(script, dataset, expected):
     assert os.path.dirname(path) == 'log' and os.path.basename(path).startswith(expected)
     assert default_log_dir(argparse.Namespace(nolog=False, log='mine', dataset=dataset), 'stmo',
                            ScriptPreset(script='x.py', dataset=script, description='')) == 'mine'
+
+
+def test_training_says_where_everything_went(tiny_data, tmp_path):
+    log = tmp_path / 'log'
+    argv = [a for a in tiny_args(tiny_data, tmp_path / 'ck', epochs=1, batch=8, steps=2) if a != '--nolog']
+    code, out, err = run_inprocess([*argv, '-l', log])
+    assert code == 0, err
+    assert f"INFO: checkpoints in {tmp_path / 'ck'}: latest.pt, best.pt; log, tensorboard and results in {log}" in out
+    assert (log / 'results.json').is_file() and (log / 'log.txt').is_file()
+    code, out, err = run_inprocess(tiny_args(tiny_data, tmp_path / 'ck0', epochs=0))
+    assert code == 0, err
+    assert 'INFO: no checkpoint written' in out and 'checkpoints in' not in out

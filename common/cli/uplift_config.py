@@ -228,5 +228,5 @@ def format_release_summary(runs, action_wise=True) -> str:
             lines.append('Total action-wise evaluation results:')
             lines += [f'{name}: {results[key]:.3f}' for name, key in metrics]
         lines.append('')
-        table.append(f"{label or 'all':<12}{frames['mpjpe']:>18.1f}{results['mpjpe']:>19.1f}")
+        table.append(f"{(label or 'all').replace('s_in = ', ''):<12}{frames['mpjpe']:>18.1f}{results['mpjpe']:>19.1f}")
     return '\n'.join(lines + [f"{'s_in':<12}{'frame-wise MPJPE':>18}{'action-wise MPJPE':>19}"] + table)

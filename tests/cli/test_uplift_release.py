@@ -108,3 +108,25 @@ def test_bad_release_input(small, tmp_path, reference_dir):
                                                       '--config', small['json'], '--nolog'])
     assert 'not a Human3.6M subset' in _error(['--config', small['json'], '--train_subset', 'S1'] + data)
     assert 'no such file' in _error(['--weights', str(tmp_path / 'missing.h5')] + data)
+
+
+def test_readme_maps_the_seed_commands():
+    """The README's Uplift-and-Upsample block: the seed's eval.py and three train.py commands, with
+    the same flags after run.py, each accepted by the parser."""
+    from common.cli.arguments import build_parser
+    text = open(os.path.join(ROOT, 'README.md')).read()
+    section = text[text.index('## Uplift-and-Upsample as its release is used'):]
+    block = section[section.index('```bash'):].split('```')[1]
+    commands = [line.split('python run.py ', 1)[1] for line in block.splitlines() if line.startswith('python run.py')]
+    seed = ['--weights ./models/h36m_351.h5 --config ./config/h36m_351.json',
+            '--train_subset trainval --val_subset none --test_subset test --config ./config/h36m_351.json '
+            '--out_dir ./logs/h36m_351',
+            '--train_subset trainval --val_subset none --test_subset test --config ./config/h36m_351_pt.json '
+            '--weights ./models/amass_351.h5 --out_dir ./logs/h36m_351_pt',
+            '--dataset amass --amass_path ./data/amass --test_subset none --config ./config/amass_351.json '
+            '--out_dir ./logs/amass_351']
+    assert all(command in commands for command in seed)
+    for command in commands:
+        args = build_parser('run.py').parse_args(command.split())
+        assert args.config.endswith('.json')
+    assert 'S1 S5 S6 S7 S8' in section and 'MPIHDM05, SFU, MPImosh' in section

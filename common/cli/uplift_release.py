@@ -18,6 +18,7 @@ anything reads it (``given``: the destinations typed on the command line, which 
 import os
 import re
 
+from common.cli.command_line import accepted_kwargs, explicit_model_kwargs
 from common.cli.uplift_config import read_release_config
 from common.data.records import DataConfig
 from common.errors import UserError
@@ -97,8 +98,9 @@ def _describe(model) -> dict:
             'masked_attention_layers': model.masked_attention_layers}
 
 
-def check_config_against_checkpoint(settings, path, trust=False):
-    """One-line error when our checkpoint ``path`` holds another network than the --config describes."""
+def check_config_against_checkpoint(settings, path, trust=False, typed=None):
+    """One-line error when our checkpoint ``path`` holds another network than the --config describes
+    (with the model flags ``typed`` on the command line over it)."""
     from common import compat
     from models import build_model, get_entry
     name, record = compat.model_spec_from_checkpoint(compat.read_model_file(path, trust))
@@ -106,7 +108,7 @@ def check_config_against_checkpoint(settings, path, trust=False):
         raise UserError(f"--config '{settings.path}' is an Uplift-and-Upsample configuration, but '{path}' "
                         f"holds {get_entry(name).name}")
     held = _describe(build_model(name, **record))
-    wanted = _describe(build_model('uplift_upsample', **settings.model_options()))
+    wanted = _describe(build_model('uplift_upsample', **{**settings.model_options(), **(typed or {})}))
     differ = [k for k in held if held[k] != wanted[k]]
     if differ:
         raise UserError(f"--config '{settings.path}' contradicts the weights '{path}': " + '; '.join(
@@ -189,10 +191,13 @@ def apply_release_flags(args, given: set):
             raise UserError('--weights and --evaluate both name a file to evaluate: give one')
         else:
             args.evaluate = args.weights
-        if settings is not None and args.weights.endswith('.h5'):
-            args.uplift_h5_options = settings.model_options()
-        elif settings is not None:
-            check_config_against_checkpoint(settings, args.weights, args.trust_checkpoint)
+        if settings is not None:  # the model flags typed over the config's model
+            from models import get_entry
+            typed = accepted_kwargs(get_entry('uplift_upsample').factory, explicit_model_kwargs(args))
+            if args.weights.endswith('.h5'):
+                args.uplift_h5_options = {**settings.model_options(), **typed}
+            else:
+                check_config_against_checkpoint(settings, args.weights, args.trust_checkpoint, typed)
     elif settings is not None:
         args.model_options = settings.model_options()
 

@@ -174,6 +174,7 @@ def apply_release_flags(args, given: set):
             raise UserError('nothing to evaluate during training: give --val_subset val or --test_subset test')
         if eval_kind != kind:
             args.validation_data = _evaluation_data(args, eval_kind, val or test, h36m_folder)
+            args.subjects_test = []   # the training dataset's own evaluation streams are not read
         elif 'subjects_test' not in given:
             args.subjects_test = val or test
 

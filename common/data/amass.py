@@ -145,7 +145,8 @@ def load_amass(config: DataConfig):
         return world_sequences(found, views, rng, config.downsample)
 
     train = [] if config.test_only else fetch(config.subjects_train or ['train'], True)
-    test = fetch(config.subjects_test or ['val'], False)
+    names = ['val'] if config.subjects_test is None else list(config.subjects_test)
+    test = fetch(names, False) if names else []   # none: evaluation streams of another dataset (--dataset_val)
     return train, test, dataclasses.replace(AMASS_SPEC, fps=frame_rate)
 
 

@@ -39,18 +39,19 @@ def h36m_view_table() -> ViewTable:
                      torch.tensor([[c.res_w, c.res_h] for c in cams]))
 
 
-def _qrot(q, v):
-    u = q[..., 1:]
-    uv = torch.cross(u, v, dim=-1)
-    return v + 2 * (q[..., :1] * uv + torch.cross(u, uv, dim=-1))
+def rotation_matrices(q):
+    """Unit quaternions [B, 4] (w, x, y, z) -> rotation matrices [B, 3, 3] (the same rotation)."""
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).unflatten(-1, (3, 3))
 
 
 def view_through(world: torch.Tensor, orientation, translation, intrinsics):
     """world [B, T, J, 3] metres, per-window cameras (orientation [B, 4], translation [B, 3],
     intrinsics [B, 9]) -> (camera-frame poses [B, T, J, 3], normalised 2D [B, T, J, 2])."""
-    conjugate = orientation * orientation.new_tensor([1, -1, -1, -1])
-    q = conjugate[:, None, None].expand(world.shape[:-1] + (4,))
-    camera = _qrot(q, world - translation[:, None, None])
+    # R(q)^T (X - t): one 3 x 3 product per point, the rotation built once per window
+    camera = torch.einsum('bji,btkj->btki', rotation_matrices(orientation), world - translation[:, None, None])
     f, c, k, p = (intrinsics[:, None, None, a:b] for a, b in ((0, 2), (2, 4), (4, 7), (7, 9)))
     xy = (camera[..., :2] / camera[..., 2:3]).clamp(-1, 1)
     r2 = (xy ** 2).sum(-1, keepdim=True)

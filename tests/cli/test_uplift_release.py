@@ -130,3 +130,32 @@ def test_readme_maps_the_seed_commands():
         args = build_parser('run.py').parse_args(command.split())
         assert args.config.endswith('.json')
     assert 'S1 S5 S6 S7 S8' in section and 'MPIHDM05, SFU, MPImosh' in section
+
+
+def _applied(argv):
+    from common.cli.arguments import build_parser
+    from common.cli.uplift_release import apply_release_flags, given_dests
+    parser = build_parser('run.py')
+    return apply_release_flags(parser.parse_args(argv), given_dests(parser, argv))
+
+
+def test_flags_take_the_release_meaning(small, tmp_path):
+    config = os.path.join(RELEASE, 'h36m_81.json')
+    args = _applied(['--weights', small['h5'], '--config', config, '--gpu_id', '1', '--frame_wise'])
+    assert args.evaluate == small['h5'] and not args.reload   # eval.py: evaluate the file
+    assert args.subjects_test == ['S9', 'S11'] and args.gpu == [1] and args.release_summary == 'frame'
+    assert args.uplift_h5_options == {'preset': 'h36m_81'} and args.ema == 0.999 and args.batch_size == 256
+    args = _applied(['--weights', small['h5'], '--config', config, '--out_dir', str(tmp_path), '-b', '32',
+                     '--dataset_2d_path', 'data/data_2d_h36m_gt.npz'])
+    assert (args.reload, args.previous_dir, args.train) == (1, small['h5'], 1)   # train.py: start from it
+    assert args.checkpoint == args.log == str(tmp_path) and args.batch_size == 32 and args.keypoints == 'gt'
+    assert args.subjects_train == ['S1', 'S5', 'S6', 'S7'] and args.subjects_test == ['S8']   # release defaults
+    args = _applied(['--config', config, '--train_subset', 'trainval', '--val_subset', 'none', '--test_subset',
+                     'test', '-e', '5'])
+    assert args.model_options == {'preset': 'h36m_81'} and args.epochs == 5 and args.lr == 4e-05
+    assert args.subjects_train == ['S1', 'S5', 'S6', 'S7', 'S8'] and args.subjects_test == ['S9', 'S11']
+    args = _applied(['--dataset', 'amass', '--amass_path', str(tmp_path), '--amass_frame_rate', '25',
+                     '--dataset_val', 'h36m', '--val_subset', 'S9', '--h36m_path', small['data']])
+    assert args.root_path == str(tmp_path) and args.reader_options == {'frame_rate': 25}
+    assert args.subjects_train == ['train'] and args.validation_data.dataset == 'h36m'
+    assert args.validation_data.root_path == small['data'] and args.validation_data.subjects_test == ['S9']

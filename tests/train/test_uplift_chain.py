@@ -67,3 +67,24 @@ def test_amass_pretraining_then_human36m_finetuning(tmp_path, reference_dir):
     assert code == 0, err
     losses = _losses(out)
     assert len(losses) == 2 and losses[-1] < losses[0], losses
+
+
+def test_continue_training_and_validation_on_the_other_dataset(tmp_path, reference_dir):
+    """--dataset_val h36m scores an AMASS training on Human3.6M; --continue_training goes on from
+    --out_dir's latest.pt."""
+    import shutil
+    from helpers_data import write_tiny_h36m
+    amass = tmp_path / 'amass'
+    amass.mkdir()
+    shutil.copy(os.path.join(reference_dir, 'formats', 'amass_sample.npz'), amass / 'CMU.npz')
+    h36m = write_tiny_h36m(str(tmp_path / 'h36m'), frames=60)
+    argv = ['--dataset', 'amass', '--amass_path', str(amass), '--dataset_val', 'h36m', '--val_subset', 'S9',
+            '--h36m_path', h36m, '-k', 'gt', '--out_dir', str(tmp_path / 'out')]
+    code, out, err = run_inprocess(argv + ['--config', _config(tmp_path, 'amass_351', EPOCHS=1)])
+    assert code == 0, err
+    results = json.loads((tmp_path / 'out' / 'results.json').read_text())
+    assert set(results['per_action']) == {'Walking', 'Eating'}   # the Human3.6M groups of S9
+    code, out, err = run_inprocess(argv + ['--config', _config(tmp_path, 'amass_351', EPOCHS=2),
+                                           '--continue_training', 'True'])
+    assert code == 0, err
+    assert len(_losses(out)) == 1 and '[2] lr' in out

@@ -16,12 +16,13 @@ from common.train.checkpoint import transfer_matching_weights
 from common.errors import UserError
 
 
-def read_model_file(path, trust: bool = False):
+def read_model_file(path, trust: bool = False, h5_options: Optional[dict] = None):
     """A checkpoint object from any published format: ours, the PyTorch releases' layouts, or
-    Uplift-and-Upsample's Keras ``.h5`` weights (converted to ours)."""
+    Uplift-and-Upsample's Keras ``.h5`` weights (converted to ours; built with ``h5_options``, the
+    model keywords of its configuration file, when given)."""
     if os.fspath(path).endswith('.h5'):
         from common.keras_import import uplift_model_from_h5
-        return make_checkpoint(uplift_model_from_h5(path))
+        return make_checkpoint(uplift_model_from_h5(path, options=h5_options))
     return read_checkpoint(path, trust)
 
 

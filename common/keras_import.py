@@ -165,9 +165,16 @@ def uplift_options_from_h5(path_or_arrays):
                     f'{counts}); build the model with explicit options and use load_uplift_h5')
 
 
-def uplift_model_from_h5(path, **overrides):
-    """Build the Uplift-and-Upsample model a released ``.h5`` file belongs to and load it."""
+def uplift_model_from_h5(path, options=None, **overrides):
+    """Build the Uplift-and-Upsample model a released ``.h5`` file belongs to and load it; with
+    ``options`` (the keywords of its configuration file) build that model instead, and refuse a
+    file that does not fit it."""
     from models import build_model
     arrays = load_keras_h5(path)
+    if options is not None:
+        try:
+            return load_uplift_h5(build_model('uplift_upsample', **{**options, **overrides}), arrays)
+        except UserError as err:
+            raise UserError(f"the configuration (--config) contradicts the weights '{path}': {err}") from None
     model = build_model('uplift_upsample', **{**uplift_options_from_h5(arrays), **overrides})
     return load_uplift_h5(model, arrays)

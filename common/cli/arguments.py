@@ -170,7 +170,8 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
 
     g = groups['data']
     g.add_argument('-d', '--dataset', default=dataset_default, metavar='NAME',
-                   help='dataset: h36m, synthetic (embedded generated data); 3DHP: mpii3d, mpii3d_univ, 3dhp')
+                   help='dataset: h36m, synthetic (embedded generated data), amass (converted AMASS, --amass_path), '
+                        'synthetic_amass; 3DHP: mpii3d, mpii3d_univ, 3dhp')
     g.add_argument('-k', '--keypoints', default=DATA.keypoints, metavar='NAME',
                    help='2D source: reads data_2d_h36m_<NAME>.npz (gt, cpn_ft_h36m_dbb, ...)')
     g.add_argument('--root_path', '--root-path', '--data-dir', dest='root_path', type=directory,
@@ -328,9 +329,48 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                    help='also write the results JSON here (default: only results.json in the log directory)')
     g.add_argument('--export-training-curves', action='store_true', default=TRAIN.export_training_curves,
                    help='save training_curves.png')
+    if script == 'run.py':
+        add_uplift_release_arguments(p)
     if viz:
         add_viz_arguments(p)
     return p
+
+
+def add_uplift_release_arguments(p):
+    """Uplift-and-Upsample's train.py / eval.py flags, with their meaning (common/cli/uplift_release.py)."""
+    g = p.add_argument_group('Uplift-and-Upsample release (its train.py / eval.py flags, with their meaning)')
+    g.add_argument('--config', default=None, metavar='FILE',
+                   help="configuration file; FILE.json: one of the release's config/*.json (the model, batch size, "
+                        "epochs, learning rate and decay, weight decay, optimiser, EMA, flips); flags typed here win")
+    g.add_argument('--weights', default=None, metavar='FILE',
+                   help='.h5 weights of the release (or our .pt): evaluate them, or start training from them when '
+                        'a training flag is given (--train_subset, --val_subset, --out_dir, --dataset amass, ...)')
+    g.add_argument('--train_subset', default=None, metavar='NAME',
+                   help='training subset: trainval (S1 S5 S6 S7 S8) or train (S1 S5 S6 S7); AMASS: train, '
+                        'train_debug (default when training: train)')
+    g.add_argument('--val_subset', default=None, metavar='NAME',
+                   help='subset evaluated after every epoch: val (S8), none; AMASS: val (default: val)')
+    g.add_argument('--test_subset', default=None, metavar='NAME',
+                   help='test subset: test (S9 S11), none (default: test when evaluating --weights; when training, '
+                        'evaluated after every epoch if --val_subset none)')
+    g.add_argument('--dataset_val', default=None, metavar='h36m|amass',
+                   help='dataset of the --val_subset when it is not the training dataset (-d)')
+    g.add_argument('--h36m_path', default=None, metavar='FILE',
+                   help='the Human3.6M 3D file data_3d_h36m.npz (its folder is read, like --root_path)')
+    g.add_argument('--dataset_2d_path', '--dataset_2d', dest='dataset_2d_path', default=None, metavar='FILE',
+                   help='the 2D file data_2d_h36m_<NAME>.npz, in the folder of --h36m_path (sets -k NAME)')
+    g.add_argument('--amass_path', default=None, metavar='DIR',
+                   help='with -d amass: the folder of the converted AMASS files [DATASET].npz (AMASS-to-3DHPE)')
+    g.add_argument('--amass_frame_rate', type=POSITIVE_INT, default=None, metavar='R',
+                   help='AMASS frames per second to train at, a divisor of the files\' rate (default: 50)')
+    g.add_argument('--out_dir', default=None, metavar='DIR', help='checkpoints and logs go here (-c DIR -l DIR)')
+    g.add_argument('--continue_training', nargs='?', const='True', default=None, metavar='True|False',
+                   help='continue the training in --out_dir from its latest.pt')
+    g.add_argument('--gpu_id', default=None, metavar='ID', help='the GPU to use (-gpu ID)')
+    g.add_argument('--action_wise', dest='action_wise', action='store_const', const=True, default=None,
+                   help='print the release\'s evaluation per action and the action-wise averages (the default)')
+    g.add_argument('--frame_wise', dest='action_wise', action='store_const', const=False,
+                   help='print the release\'s frame-wise evaluation only')
 
 
 def add_viz_arguments(p):

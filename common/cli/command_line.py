@@ -25,7 +25,7 @@ def explicit_model_kwargs(args) -> dict:
         kwargs['causal'] = True
     elif args.uncausal:
         kwargs['causal'] = False
-    return kwargs
+    return {**(getattr(args, 'model_options', None) or {}), **kwargs}  # --config's, then the typed flags
 
 
 def accepted_kwargs(factory, kwargs: dict) -> dict:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 from common import compat
 from common.cli.arguments import build_parser
+from common.cli.uplift_config import format_release_summary
+from common.cli.uplift_release import apply_release_flags, given_dests
 from common.cli.command_line import (accepted_kwargs, check_conflicts, checkpoint_to_evaluate, checkpoint_to_finetune,
                                      checkpoint_to_resume, explicit_model_kwargs, infer_model_name)
 from common.data.datasets import DataConfig, load_dataset
@@ -37,7 +39,8 @@ def data_config(args, preset: ScriptPreset, test_only=False) -> DataConfig:
     return DataConfig(dataset=dataset, root_path=args.root_path, keypoints=args.keypoints,
                       subjects_train=args.subjects_train, subjects_test=args.subjects_test,
                       actions=actions, downsample=args.downsample, subset=args.subset, seed=args.seed,
-                      virtual_cameras=args.virtual_cameras, test_only=test_only)
+                      virtual_cameras=args.virtual_cameras, test_only=test_only,
+                      reader_options=dict(getattr(args, 'reader_options', None) or {}))
 
 
 # Model keywords that change how a stored network runs, not what it is: they apply to a checkpoint.
@@ -141,6 +144,8 @@ def load_data(args, preset: ScriptPreset, test_only=False):
     ``test_only``: evaluation, no training streams are read."""
     data = data_config(args, preset, test_only)
     train_seqs, test_seqs, spec = load_dataset(data)
+    if getattr(args, 'validation_data', None):  # --dataset_val: evaluation streams of another dataset
+        test_seqs = load_dataset(args.validation_data)[1]
     return train_seqs, test_seqs, spec, data
 
 
@@ -150,7 +155,8 @@ def prepare_model(args, spec):
     yet loaded)."""
     evaluate_path = checkpoint_to_evaluate(args)
     source = evaluate_path or checkpoint_to_finetune(args)
-    checkpoint = compat.read_model_file(source, args.trust_checkpoint) if source else None
+    h5_options = getattr(args, 'uplift_h5_options', None)  # an .h5 file built from --config
+    checkpoint = compat.read_model_file(source, args.trust_checkpoint, h5_options) if source else None
     model, name, model_config = build_lifter(args, spec, checkpoint)
     return model, name, model_config, checkpoint, evaluate_path
 
@@ -186,6 +192,8 @@ def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config, 
         if info.is_main:
             print((f'== {label} ==\n' if label else '') + format_results(results))
         runs[label] = (results, predictions)
+    if getattr(args, 'release_summary', None) and info.is_main:  # Uplift-and-Upsample's printout
+        print(format_release_summary({k: r for k, (r, _) in runs.items()}, args.release_summary == 'action'))
     label, (results, predictions) = next(iter(runs.items()))
     if len(runs) > 1:
         results = {**results, 'variants': {name: r for name, (r, _) in runs.items()}}
@@ -250,7 +258,7 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         group_lrs={'refiner.': args.lr_refine} if args.refine and args.lr_refine else {})
     if not train_seqs:
         raise UserError('no training streams: check -str / -a / --subset')
-    train_set = WindowDataset(train_seqs, window_config(args, model), spec.flip_pairs, spec.skeleton.flip_pairs,
+    train_set = (spec.window_dataset or WindowDataset)(train_seqs, window_config(args, model), spec.flip_pairs, spec.skeleton.flip_pairs,
                               causal_shift=model.causal_shift)
     return fit(model, train_set, test_seqs, spec, train_cfg, eval_config(args), device, info, run_config)
 
@@ -259,6 +267,7 @@ def main(argv, preset: ScriptPreset):
     """Parse, run, and turn every user error into one line and exit status 2."""
     parser = build_parser(preset.script, preset.description, preset.dataset)
     args = parser.parse_args(argv)
+    given = given_dests(parser, sys.argv[1:] if argv is None else argv)
     info = DistInfo()
 
     def start():
@@ -268,7 +277,7 @@ def main(argv, preset: ScriptPreset):
         with contextlib.ExitStack() as stack:
             if not info.is_main:
                 stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, 'w'))))
-            run(args, preset, info)
+            run(apply_release_flags(args, given), preset, info)
 
     def collective_failed(err):  # another rank died or hung
         if not is_distributed_failure(err):

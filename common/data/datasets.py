@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+import common.data.amass  # noqa: F401  (converted AMASS; registers itself in READERS)
 import common.data.mpi_inf_3dhp  # noqa: F401  (its readers register themselves in READERS)
 from common.data.camera import load_h36m_cameras, world_to_camera
 from common.errors import UserError

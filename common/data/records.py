@@ -57,6 +57,8 @@ class DatasetSpec:
     fps -- frame rate of the streams
     release_units -- model name -> output unit of the checkpoints its release published for
     these files (and of our training as that release trains); other models: metres
+    window_dataset -- the class that cuts its training windows (None: generators.WindowDataset;
+    converted AMASS draws a camera per window)
     """
     name: str
     skeleton: Skeleton
@@ -67,6 +69,7 @@ class DatasetSpec:
     fps: int = 50
     joint_index_3dhp: Optional[Tuple[int, ...]] = None  # joint order map for 3DHP-protocol groups
     release_units: Mapping[str, str] = field(default_factory=dict)
+    window_dataset: Optional[Callable] = None
 
     @property
     def num_joints(self):
@@ -82,7 +85,8 @@ class DataConfig:
     """dataset -- reader name; root_path -- data directory; keypoints -- 2D source (-k);
     subjects_train / subjects_test -- subject lists; actions -- prefix filters or None;
     downsample -- keep every k-th frame; subset -- fraction of each training stream kept (a contiguous clip);
-    test_only -- evaluation: the training streams are neither read nor checked (empty list)."""
+    test_only -- evaluation: the training streams are neither read nor checked (empty list);
+    reader_options -- what only one reader reads (converted AMASS: frame_rate)."""
     dataset: str = 'h36m'
     root_path: str = 'data'
     keypoints: str = 'cpn_ft_h36m_dbb'
@@ -94,6 +98,7 @@ class DataConfig:
     seed: int = 0
     virtual_cameras: int = 0  # > 0: 3D-only data, 2D made through this many random cameras per sequence
     test_only: bool = False
+    reader_options: Dict[str, object] = field(default_factory=dict)
 
 
 READERS: Dict[str, Callable[[DataConfig], tuple]] = {}

@@ -2,7 +2,8 @@
 
 ``ensure_synthetic(directory, 'h36m')`` writes the three VideoPose3D files
 (``data_3d_h36m.npz``, ``data_2d_h36m_gt.npz``, ``data_2d_h36m_cpn_ft_h36m_dbb.npz``);
-``ensure_synthetic(directory, '3dhp')`` writes P-STMO's ``data_train_3dhp.npz`` /
+``ensure_synthetic(directory, 'amass')`` writes a small converted-AMASS folder
+(common/data/synthetic_amass.py); ``ensure_synthetic(directory, '3dhp')`` writes P-STMO's ``data_train_3dhp.npz`` /
 ``data_test_3dhp.npz`` (plus ``data_test_3dhp_activity.npz`` with per-frame activity labels,
 which the real files lack) and PoseRetNet's ``data_3d_mpii3d.npz`` / ``data_2d_mpii3d_gt.npz``.
 They are then read by the very same readers as the real data. Motion comes from
@@ -37,7 +38,8 @@ NAME_QUIRKS = {
 }
 FILES = {'h36m': ('data_3d_h36m.npz', 'data_2d_h36m_gt.npz', 'data_2d_h36m_cpn_ft_h36m_dbb.npz'),
          '3dhp': ('data_train_3dhp.npz', 'data_test_3dhp.npz', 'data_test_3dhp_activity.npz',
-                  'data_3d_mpii3d.npz', 'data_2d_mpii3d_gt.npz')}
+                  'data_3d_mpii3d.npz', 'data_2d_mpii3d_gt.npz'),
+         'amass': ('CMU.npz', 'SFU.npz')}
 # 3DHP 17-joint order from the Human3.6M 17-joint order, and the 14 joints of PoseRetNet's files.
 H36M_TO_3DHP = [10, 8, 14, 15, 16, 11, 12, 13, 1, 2, 3, 4, 5, 6, 0, 7, 9]
 MPII3D_14_FROM_17 = [10, 9, 8, 11, 12, 13, 4, 3, 2, 5, 6, 7, 1, 0]
@@ -166,7 +168,11 @@ def ensure_synthetic(directory, kind='h36m', seed=0):
     print(f'INFO: writing the synthetic {kind} dataset to {directory}/ (once)', flush=True)
     staging = tempfile.mkdtemp(prefix='.synthetic-', dir=directory)
     try:
-        (write_h36m if kind == 'h36m' else write_3dhp)(staging, seed)
+        if kind == 'amass':
+            from common.data.synthetic_amass import write_amass
+            write_amass(staging, seed)
+        else:
+            (write_h36m if kind == 'h36m' else write_3dhp)(staging, seed)
         for name in names:
             os.replace(os.path.join(staging, name), os.path.join(directory, name))
     finally:

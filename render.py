@@ -8,6 +8,8 @@
         --viz-output frames.png                                             # saved poses, no model
     python render.py -c checkpoint --evaluate pretrained_h36m_detectron_coco.bin --viz-custom \
         data/data_2d_custom_myvideos.npz --viz-subject clip.mp4 --viz-video clip.mp4 --viz-output clip.mp4
+    python render.py --input-keypoints alphapose-results.json --viz-video clip.mp4 -c checkpoint \
+        --evaluate best.pt --viz-output clip_3d.mp4              # a detector's file: also clip_3d.npy, .json
 """
 import os
 import sys
@@ -24,6 +26,7 @@ from common.dist import DistInfo, select_device
 from common.errors import UserError, exit_status
 from common.eval.inference import predict_sequence
 from common.cli.runner import ScriptPreset, load_data, load_model_for_inference
+from common.cli.wild_command import run_direct
 
 PRESET = ScriptPreset(script='render.py', dataset='h36m',
                       description='Render a lifter\'s 3D predictions as a GIF, an MP4 or a PNG grid of frames.')
@@ -56,6 +59,8 @@ def predict(args, sequence, spec):
 
 
 def run(args):
+    if args.input_keypoints:  # a detector's file of one's own video
+        return run_direct(args)
     check_conflicts(args)
     if not args.viz_output:
         raise UserError('give --viz-output FILE (.gif, .mp4, .png, or no extension for both .gif and .mp4)')

@@ -329,6 +329,8 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                    help='save training_curves.png')
     if viz:
         add_viz_arguments(p)
+    from common.cli.wild_arguments import add_render_arguments
+    add_render_arguments(p, viz)  # own video: --input-keypoints, -d custom --render (and --viz-* on run.py)
     return p
 
 

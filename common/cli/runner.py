@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 from common import compat
 from common.cli.arguments import build_parser
@@ -24,11 +25,13 @@ from common.train.checkpoint import load_checkpoint, split_checkpoint
 @dataclass(frozen=True)
 class ScriptPreset:
     """What differs between run.py and run_3dhp.py: the name, the default dataset, the text,
-    and dataset names that mean another reader in this script (-d synthetic -> its 3DHP variant)."""
+    and dataset names that mean another reader in this script (-d synthetic -> its 3DHP variant);
+    keypoints -- the default 2D source (-k) where it is not DataConfig's."""
     script: str
     dataset: str
     description: str
     dataset_aliases: tuple = ()
+    keypoints: Optional[str] = None
 
 
 def data_config(args, preset: ScriptPreset, test_only=False) -> DataConfig:
@@ -82,6 +85,7 @@ def build_lifter(args, spec, checkpoint=None):
     defaults = {'num_joints': spec.num_joints, 'layout': spec.skeleton.name}
     config = {**accepted_kwargs(entry.factory, defaults), **config, **explicit}
     ours = checkpoint is not None and split_checkpoint(checkpoint)[1]
+    check_input_layout(record if ours else None, spec, config)
     if args.output_unit or not ours:  # ours keep their record (none: metres, as before units were recorded)
         config['output_unit'] = args.output_unit or spec.release_units.get(entry.name, 'm')
     step = args.tds or (compat.legacy_frame_step(checkpoint) if ours else None)
@@ -92,6 +96,19 @@ def build_lifter(args, spec, checkpoint=None):
     except (TypeError, ValueError) as err:
         raise UserError(f'cannot build model {name} with {config}: {err}') from None
     return model, name, config
+
+
+def check_input_layout(record, spec, config):
+    """An official file takes the 2D layout of the data (COCO-17 detections: COCO-17 in, Human3.6M
+    out); our files record theirs, and a model is not run on 2D of another layout."""
+    if record is None:
+        if spec.input_layout:
+            config['input_layout'] = spec.input_layout
+        return
+    recorded = record.get('input_layout') or spec.skeleton.name
+    if recorded != spec.keypoint_layout:
+        raise UserError(f'the checkpoint\'s model takes {recorded} 2D keypoints, but this 2D file holds '
+                        f'{spec.keypoint_layout}: evaluate it on 2D of its own layout (-k)')
 
 
 def window_config(args, model) -> WindowConfig:
@@ -200,6 +217,9 @@ def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
 
 def run(args, preset: ScriptPreset, info: DistInfo):
     from common.dist import configure_determinism, seed_everything
+    if args.render or args.dataset == 'custom' or args.input_keypoints:  # one's own video (VideoPose3D's form)
+        from common.cli.wild_command import run_custom
+        return run_custom(args)
     check_conflicts(args)
     device = select_device(args.gpu, info)
     configure_determinism(args.deterministic)
@@ -256,6 +276,8 @@ def run(args, preset: ScriptPreset, info: DistInfo):
 def main(argv, preset: ScriptPreset):
     """Parse, run, and turn every user error into one line and exit status 2."""
     parser = build_parser(preset.script, preset.description, preset.dataset)
+    if preset.keypoints:
+        parser.set_defaults(keypoints=preset.keypoints)
     args = parser.parse_args(argv)
     info = DistInfo()
 

@@ -57,6 +57,8 @@ class DatasetSpec:
     fps -- frame rate of the streams
     release_units -- model name -> output unit of the checkpoints its release published for
     these files (and of our training as that release trains); other models: metres
+    input_layout -- joint layout of the 2D when it differs from the skeleton's (COCO-17 detections
+    of Human3.6M: 'coco_17', flipped with kps_left/right); None: the skeleton's
     """
     name: str
     skeleton: Skeleton
@@ -67,6 +69,12 @@ class DatasetSpec:
     fps: int = 50
     joint_index_3dhp: Optional[Tuple[int, ...]] = None  # joint order map for 3DHP-protocol groups
     release_units: Mapping[str, str] = field(default_factory=dict)
+    input_layout: Optional[str] = None
+
+    @property
+    def keypoint_layout(self) -> str:
+        """Joint layout of the 2D input."""
+        return self.input_layout or self.skeleton.name
 
     @property
     def num_joints(self):

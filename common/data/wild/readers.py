@@ -199,8 +199,8 @@ def read_openpose(path) -> KeypointFile:
             ids = p.get('person_id', [-1])
             track = int(ids[0]) if ids and ids[0] != -1 else None
             tracked = tracked and track is not None
-            found = points[:, 2] > 0
-            people.append(Person(points, float(points[found, 2].mean()) if found.any() else 0.0, track))
+            # no person score in the file: the sum of the joints' confidences (sure and complete people first)
+            people.append(Person(points, float(points[:, 2].sum()), track))
             counts.append(len(points))
         frames.append(people)
     return _file(path, 'openpose', frames, counts, tracked=tracked and bool(counts))

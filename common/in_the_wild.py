@@ -168,14 +168,18 @@ def world_poses(prediction: np.ndarray) -> np.ndarray:
 def poses_json(video: WildVideo, world: np.ndarray) -> Dict:
     """The JSON document of the 3D poses: per frame, per joint name, world metres."""
     names = H36M_17.joint_names
+    # rounded in float64: float32 values would print with all their binary digits
+    keypoints_2d = np.concatenate([video.pixels, video.confidence[..., None]], -1).astype(np.float64).round(3).tolist()
     return {
         'source': video.path, 'tool': video.tool, 'keypoint_layout': video.source_layout,
         'model_input_layout': video.layout, 'person': video.person, 'filled_frames': video.filled_frames,
         'image_size': list(video.image_size), 'fps': video.fps, 'joint_names': list(names), 'unit': 'm',
         'coordinates': 'world: z up, floor (lowest joint of the video) at z = 0, root-relative poses '
                        'rotated by the Human3.6M camera VideoPose3D uses for custom videos',
-        'frames': [{'frame': t, 'joints': {name: [round(float(v), 5) for v in pose[j]] for j, name in enumerate(names)}}
-                   for t, pose in enumerate(world)]}
+        'keypoint_names': list(LAYOUTS[video.layout].joint_names),
+        'keypoints_2d_note': 'the model\'s 2D input: x, y in pixels, confidence (0 where filled)',
+        'frames': [{'frame': t, 'joints': dict(zip(names, pose)), 'keypoints_2d': keypoints_2d[t]}
+                   for t, pose in enumerate(world.astype(np.float64).round(5).tolist())]}
 
 
 def write_outputs(video: WildVideo, prediction: np.ndarray, outputs: WildOutputs, progress: bool = True) -> List[str]:
@@ -188,8 +192,9 @@ def write_outputs(video: WildVideo, prediction: np.ndarray, outputs: WildOutputs
         written.append(outputs.npy)
     if outputs.json:
         _parent(outputs.json)
+        text = json.dumps(poses_json(video, world))  # one write: json.dump writes piece by piece
         with open(outputs.json, 'w') as handle:
-            json.dump(poses_json(video, world), handle)
+            handle.write(text)
         written.append(outputs.json)
     if outputs.animation:
         written += render(video, world, outputs, progress)

@@ -108,7 +108,8 @@ def check_input_layout(record, spec, config):
     recorded = record.get('input_layout') or spec.skeleton.name
     if recorded != spec.keypoint_layout:
         raise UserError(f'the checkpoint\'s model takes {recorded} 2D keypoints, but this 2D file holds '
-                        f'{spec.keypoint_layout}: evaluate it on 2D of its own layout (-k)')
+                        f'{spec.keypoint_layout}: evaluate it on 2D of its own layout (-k), or lift a detector\'s '
+                        f'file with render.py --input-keypoints FILE, which converts the joints')
 
 
 def window_config(args, model) -> WindowConfig:

@@ -98,12 +98,13 @@ def run_direct(args):
     return run_job(args, wild_input(args, args.input_keypoints, args.viz_subject))
 
 
-def run_custom(args):
-    """run.py -d custom -k NAME --render --viz-subject VIDEO --viz-action custom --viz-camera 0 ..."""
+def run_custom(args, rendering=False):
+    """run.py -d custom -k NAME --render --viz-subject VIDEO --viz-action custom --viz-camera 0 ...
+    (``rendering``: render.py, where --render goes without saying), or --input-keypoints FILE."""
     check_conflicts(args)
     if args.input_keypoints:
         return run_direct(args)
-    if args.dataset != 'custom' or not args.render:
+    if args.dataset != 'custom' or not (args.render or rendering):
         raise UserError('-d custom holds 2D only (your own videos): add --render --viz-subject VIDEO '
                         '--viz-output FILE; --render renders -d custom only (for a dataset stream use render.py)')
     if args.viz_action not in (None, 'custom') or args.viz_camera != 0:

@@ -68,10 +68,11 @@ def make_files(directory, frames, seed=0):
             people.append({'person_id': [-1], 'pose_keypoints_2d': flat.ravel().round(3).tolist()})
         with open(os.path.join(folder, f'clip_{t:012d}_keypoints.json'), 'w') as handle:
             json.dump({'version': 1.3, 'people': people}, handle, separators=(',', ':'))
-    mmpose = [{'frame_id': t, 'instances': [{'keypoints': first[t, :, :2].tolist(), 'keypoint_scores': first[t, :, 2].tolist(),
-                                             'bbox': [[0, 0, 100, 300]], 'bbox_score': 0.9}]
-               if not empty[t] else [{'keypoints': first[t, :, :2].tolist(), 'keypoint_scores': [0.1] * 17,
-                                      'bbox': [[0, 0, WIDTH, HEIGHT]], 'bbox_score': 1.0}]} for t in range(frames)]
+    found = lambda t: {'keypoints': first[t, :, :2].tolist(), 'keypoint_scores': first[t, :, 2].tolist(),  # noqa: E731
+                       'bbox': [[0, 0, 100, 300]], 'bbox_score': 0.9}
+    nobody = lambda t: {'keypoints': first[t, :, :2].tolist(), 'keypoint_scores': [0.1] * 17,  # noqa: E731
+                        'bbox': [[0, 0, WIDTH, HEIGHT]], 'bbox_score': 1.0}  # MMPose's whole-image stand-in
+    mmpose = [{'frame_id': t, 'instances': [nobody(t) if empty[t] else found(t)]} for t in range(frames)]
     files['mmpose'] = os.path.join(directory, 'clip.json')
     with open(files['mmpose'], 'w') as handle:
         json.dump(mmpose, handle, indent='  ')
@@ -123,7 +124,8 @@ def main():
         files = make_files(directory, args.frames)
         for tool, path in files.items():
             inp = WildInput(path, tool, video_size=(WIDTH, HEIGHT))
-            outputs = WildOutputs(npy=os.path.join(directory, 'poses.npy'), json=os.path.join(directory, 'poses.json'))
+            outputs = WildOutputs(npy=os.path.join(directory, 'poses.npy'),
+                                  json=os.path.join(directory, 'poses.json'))
             prepare_s, video = best_of(args.repeat, lambda: prepare_video(inp, args.model_input))
             lift_s, poses = best_of(args.repeat, lambda: lift(model, video))
             write_s, _ = best_of(args.repeat, lambda: write_outputs(video, poses, outputs, progress=False))

@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from common.data.camera import camera_to_world, load_h36m_cameras
 from common.data.pose_codec import normalize_screen_coordinates
 from common.data.skeleton import H36M_17, LAYOUTS
-from common.data.wild.layouts import MODEL_INPUT_PAIRS, convert_for_model
+from common.data.wild.layouts import MODEL_INPUT_PAIRS, check_model_layout, convert_for_model
 from common.data.wild.readers import read_keypoints
 from common.data.wild.tracks import check_video_size, person_track, resample
 from common.errors import UserError
+from common.eval.inference import predict_sequence
 
 
 @dataclass
@@ -119,8 +121,7 @@ def image_size(inp: WildInput, file_size, video_size) -> Tuple[Tuple[int, int], 
 
 def prepare_video(inp: WildInput, model_layout: str, num_joints: int = 17) -> WildVideo:
     """Read, select, fill, check and convert ``inp`` for a model taking ``model_layout`` 2D."""
-    if model_layout not in MODEL_INPUT_PAIRS:
-        convert_for_model(np.zeros((1, 17, 2)), 'coco_17', model_layout)  # the one-line refusal
+    check_model_layout(model_layout)
     if num_joints != LAYOUTS[model_layout].num_joints:
         raise UserError(f'the model takes {num_joints} joints per frame; keypoints of every format are converted '
                         f'to the {LAYOUTS[model_layout].num_joints} of {model_layout}: use a 17-joint model')
@@ -139,7 +140,6 @@ def prepare_video(inp: WildInput, model_layout: str, num_joints: int = 17) -> Wi
 
 def lift(model, video: WildVideo, flip: bool = True, max_batch: int = 1024) -> np.ndarray:
     """[T, 17, 3] camera-frame metres, root-relative, one pose per frame of the video."""
-    from common.eval.inference import predict_sequence
     pose2d = video.pose2d
     retimed = bool(video.model_fps and video.fps and abs(video.model_fps - video.fps) > 1e-6)
     if video.model_fps and not video.fps:
@@ -148,7 +148,6 @@ def lift(model, video: WildVideo, flip: bool = True, max_batch: int = 1024) -> n
         pose2d = resample(pose2d, video.fps, video.model_fps)
     pairs = MODEL_INPUT_PAIRS[video.layout] if flip else None
     device = next((p.device for p in model.parameters()), None)
-    import torch
     prediction = predict_sequence(model, torch.from_numpy(pose2d).float().to(device), pairs, max_batch,
                                   output_flip_pairs=H36M_17.flip_pairs).float().cpu().numpy()
     if retimed:
@@ -169,7 +168,8 @@ def poses_json(video: WildVideo, world: np.ndarray) -> Dict:
     """The JSON document of the 3D poses: per frame, per joint name, world metres."""
     names = H36M_17.joint_names
     # rounded in float64: float32 values would print with all their binary digits
-    keypoints_2d = np.concatenate([video.pixels, video.confidence[..., None]], -1).astype(np.float64).round(3).tolist()
+    keypoints_2d = np.concatenate([video.pixels, video.confidence[..., None]], -1).astype(np.float64)
+    keypoints_2d = keypoints_2d.round(3).tolist()
     return {
         'source': video.path, 'tool': video.tool, 'keypoint_layout': video.source_layout,
         'model_input_layout': video.layout, 'person': video.person, 'filled_frames': video.filled_frames,

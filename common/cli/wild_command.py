@@ -70,9 +70,10 @@ def wild_outputs(args, default_stem=None) -> WildOutputs:
 def run_job(args, inp: WildInput, data_layout=None):
     """Read and check everything, then lift and write: a bad input writes nothing."""
     outputs = wild_outputs(args)
-    if outputs.animation and any(p.lower().endswith('.mp4') for p in _animation_paths(outputs.animation)):
-        from common.visualization import ffmpeg_path
-        ffmpeg_path()  # fail before the model runs
+    if outputs.animation:
+        from common.visualization import ffmpeg_path, output_paths
+        if any(p.lower().endswith('.mp4') for p in output_paths(outputs.animation)):
+            ffmpeg_path()  # fail before the model runs
     model, layout, num_joints = load_lifter(args, data_layout)
     video = prepare_video(inp, layout, num_joints)
     print(f'INFO: {describe(video)}')
@@ -80,11 +81,6 @@ def run_job(args, inp: WildInput, data_layout=None):
     written = write_outputs(video, prediction, outputs)
     print(f'INFO: {len(prediction)} 3D poses written to {", ".join(written)}')
     return written
-
-
-def _animation_paths(output):
-    from common.visualization import output_paths
-    return output_paths(output)
 
 
 def wild_input(args, path, video_name=None) -> WildInput:

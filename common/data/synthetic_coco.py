@@ -55,7 +55,8 @@ def coco_points(joints17):
 def detector_output(pixels, rng):
     """[T, 17, 2] clean pixels -> [T, 17, 3] (x, y, probability) with detector-like errors."""
     frames = len(pixels)
-    noisy = pixels + gaussian_filter1d(rng.normal(0, 5.0, pixels.shape), 2.0, axis=0) + rng.normal(0, 1.5, pixels.shape)
+    jitter = gaussian_filter1d(rng.normal(0, 5.0, pixels.shape), 2.0, axis=0) + rng.normal(0, 1.5, pixels.shape)
+    noisy = pixels + jitter
     outliers = rng.random((frames, 17)) < 0.02
     noisy += outliers[..., None] * rng.normal(0, 30.0, pixels.shape)
     swaps = rng.random(frames) < 0.01

@@ -82,29 +82,32 @@ def check_outputs(stem, frames):
     assert abs(world[..., 2].min()) < 1e-6  # floor at z = 0
     # the world frame is a rotation of the camera frame: bone lengths are the same
     bones = [(j, p) for j, p in enumerate(H36M_17.parents) if p >= 0]
-    lengths = lambda x: np.linalg.norm(x[:, [j for j, _ in bones]] - x[:, [p for _, p in bones]], axis=-1)  # noqa: E731
+    children, parents = [j for j, _ in bones], [p for _, p in bones]
+    lengths = lambda x: np.linalg.norm(x[:, children] - x[:, parents], axis=-1)  # noqa: E731
     np.testing.assert_allclose(lengths(world), lengths(poses), atol=2e-4)
     return poses, document
 
 
-def test_videopose3d_custom_command(workdir, monkeypatch):
+@pytest.mark.parametrize('script', ['run.py', 'render.py'])
+def test_videopose3d_custom_command(workdir, monkeypatch, script):
     """`run.py -d custom -k myvideos -arc 3,3,3,3,3 -c checkpoint --evaluate pretrained_h36m_detectron_coco.bin
     --render --viz-subject ... --viz-action custom --viz-camera 0 --viz-video ... --viz-output output.mp4
-    --viz-size 6`, at small size."""
+    --viz-size 6`, at small size (render.py: the same without --render)."""
     import imageio_ffmpeg
     monkeypatch.chdir(workdir)
-    code, out, err = run_inprocess(['-d', 'custom', '-k', 'myvideos', '-arc', '3,3,3', '-c', 'checkpoint',
-                                    '--evaluate', 'pretrained_h36m_detectron_coco.bin', '--render',
-                                    '--viz-subject', VIDEO, '--viz-action', 'custom', '--viz-camera', 0,
-                                    '--viz-video', VIDEO, '--viz-output', 'output.mp4', '--viz-size', 2])
+    argv = ['-d', 'custom', '-k', 'myvideos', '-arc', '3,3,3', '-c', 'checkpoint', '--evaluate',
+            'pretrained_h36m_detectron_coco.bin', '--viz-subject', VIDEO, '--viz-action', 'custom', '--viz-camera', 0,
+            '--viz-video', VIDEO, '--viz-output', f'output_{script}.mp4', '--viz-size', 2]
+    # render.py draws the first 5 frames only, to keep the test short
+    code, out, err = run_inprocess(argv + ['--render']) if script == 'run.py' else render(argv + ['--viz-limit', 5])
     assert code == 0, err
-    poses, document = check_outputs('output', 60)
+    poses, document = check_outputs(f'output_{script}', 60)
     assert document['model_input_layout'] == 'coco_17'
-    assert imageio_ffmpeg.count_frames_and_secs('output.mp4')[0] == 60
+    assert imageio_ffmpeg.count_frames_and_secs(f'output_{script}.mp4')[0] == (60 if script == 'run.py' else 5)
     with np.load('data/data_2d_custom_myvideos.npz', allow_pickle=True) as archive:
         pixels = archive['positions_2d'].item()[VIDEO]['custom'][0]
-    expected = expected_prediction('checkpoint/pretrained_h36m_detectron_coco.bin',
-                                   normalize_screen_coordinates(pixels, 1280, 720), FORMAT_LAYOUTS['coco_17'].flip_pairs)
+    expected = expected_prediction('checkpoint/pretrained_h36m_detectron_coco.bin', normalize_screen_coordinates(
+        pixels, 1280, 720), FORMAT_LAYOUTS['coco_17'].flip_pairs)
     np.testing.assert_allclose(poses, expected, atol=1e-5)
 
 
@@ -119,9 +122,12 @@ def test_direct_command_on_each_format(workdir, reference_dir, tmp_path, name):
     track = person_track(read_keypoints(path))
     coco = track.keypoints[:, list(range(17))] if track.layout != 'body_25' else None
     if coco is not None:
-        expected = expected_prediction(str(workdir / 'checkpoint' / 'coco.pt'),
-                                       normalize_screen_coordinates(coco, 1280, 720), FORMAT_LAYOUTS['coco_17'].flip_pairs)
+        expected = expected_prediction(str(workdir / 'checkpoint' / 'coco.pt'), normalize_screen_coordinates(
+            coco, 1280, 720), FORMAT_LAYOUTS['coco_17'].flip_pairs)
         np.testing.assert_allclose(poses, expected, atol=1e-5)
+        keypoints_2d = np.array([frame['keypoints_2d'] for frame in document['frames']])
+        np.testing.assert_allclose(keypoints_2d[..., :2], coco, atol=1e-3)
+        np.testing.assert_allclose(keypoints_2d[..., 2], track.confidence[:, :17], atol=1e-3)
     assert document['filled_frames'] == track.filled_frames
 
 
@@ -135,11 +141,33 @@ def test_direct_command_converts_for_a_human36m_model_and_draws_the_video(workdi
     assert (document['keypoint_layout'], document['model_input_layout']) == ('halpe_26', 'h36m_17')
     assert document['image_size'] == [1280, 720] and document['fps'] == pytest.approx(30)
     halpe = person_track(read_keypoints(path)).keypoints
-    expected = expected_prediction(str(workdir / 'checkpoint' / 'h36m.pt'),
-                                   normalize_screen_coordinates(halpe26_to_h36m17(halpe), 1280, 720), H36M_17.flip_pairs)
+    expected = expected_prediction(str(workdir / 'checkpoint' / 'h36m.pt'), normalize_screen_coordinates(
+        halpe26_to_h36m17(halpe), 1280, 720), H36M_17.flip_pairs)
     np.testing.assert_allclose(poses, expected, atol=1e-5)
     with Image.open(tmp_path / 'clip.gif') as gif:
         assert gif.n_frames == 10
+
+
+def test_resampling_to_the_models_frame_rate(workdir, reference_dir, tmp_path):
+    """--model-fps 50 on a 25 fps video: the 2D resampled to 50 fps, lifted, the 3D back to the video's frames."""
+    from common.data.wild.tracks import resample
+    path = os.path.join(reference_dir, 'formats', 'detectron2_video_sample.mp4.npz')
+    code, out, err = render(['--input-keypoints', path, '--video-fps', 25, '--model-fps', 50, '-c',
+                             workdir / 'checkpoint', '--evaluate', 'coco.pt', '--viz-export', tmp_path / 'p.npy',
+                             '--export-json', tmp_path / 'p.json'])
+    assert code == 0, err
+    poses, document = check_outputs(tmp_path / 'p', 60)
+    pose2d = normalize_screen_coordinates(person_track(read_keypoints(path)).keypoints, 1280, 720)
+    at_50 = expected_prediction(str(workdir / 'checkpoint' / 'coco.pt'), resample(pose2d, 25, 50),
+                                FORMAT_LAYOUTS['coco_17'].flip_pairs)
+    assert len(at_50) == 119
+    np.testing.assert_allclose(poses, resample(at_50, 50, 25)[:60], atol=1e-5)
+    np.testing.assert_allclose(poses, at_50[::2], atol=1e-5)  # every other 50 fps frame is a video frame
+
+
+def _first_frame(path):
+    with open(path) as handle:
+        return json.load(handle)[:1]
 
 
 def _write(path, content):
@@ -157,7 +185,7 @@ BAD = {
     'nobody in any frame': (lambda d, f: [_write(d / f'v_{i:012d}_keypoints.json', {'version': 1.3, 'people': []})
                                           for i in range(3)] and d, ['--video-size', '100x100'],
                             'no person in any frame'),
-    'single frame': (lambda d, f: _write(d / 'one.json', json.load(open(os.path.join(f, 'mmpose_coco17_sample.json')))[:1]),
+    'single frame': (lambda d, f: _write(d / 'one.json', _first_frame(os.path.join(f, 'mmpose_coco17_sample.json'))),
                      ['--video-size', '1280x720'], 'has a single frame'),
     'size against the file': (lambda d, f: os.path.join(f, 'detectron2_video_sample.mp4.npz'),
                               ['--video-size', '640x480'], 'does not match the keypoints'),

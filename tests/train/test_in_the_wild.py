@@ -95,21 +95,27 @@ def test_reader_cuts_the_probability_and_declares_coco_input(data_root):
         stream = archive['positions_2d'].item()['S9']['Walking 1'][0]
     sequence = next(s for s in test if (s.subject, s.action, s.camera) == ('S9', 'Walking 1', 0))
     assert sequence.pose2d.shape == (len(sequence.pose3d), 17, 2)
-    np.testing.assert_allclose(sequence.pose2d, normalize_screen_coordinates(stream[:len(sequence), :, :2], 1000, 1002),
-                               atol=1e-6)
+    expected = normalize_screen_coordinates(stream[:len(sequence), :, :2], 1000, 1002)
+    np.testing.assert_allclose(sequence.pose2d, expected, atol=1e-6)
+
+
+def swapped(skeleton):
+    """Joint order after swapping left and right."""
+    order = np.arange(skeleton.num_joints)
+    left, right = list(skeleton.joints_left), list(skeleton.joints_right)
+    order[left + right] = right + left
+    return order
 
 
 def test_windows_flip_coco_2d_and_h36m_3d():
     pose2d = np.arange(17 * 2, dtype=np.float32).reshape(1, 17, 2).repeat(4, 0)
     pose3d = np.arange(17 * 3, dtype=np.float32).reshape(1, 17, 3).repeat(4, 0)
     data = WindowDataset([Sequence(pose2d, pose3d, 'S1', 'Walking', 0, 'Walking')],
-                         WindowConfig('seq2frame', frames=1, flip=True, seed=0), COCO_17.flip_pairs, H36M_17.flip_pairs)
+                         WindowConfig('seq2frame', frames=1, flip=True, seed=0), COCO_17.flip_pairs,
+                         H36M_17.flip_pairs)
     data.flipped[:] = True
     batch = data.__getitems__([0])
-    coco_swapped = np.arange(17)
-    coco_swapped[list(COCO_17.joints_left) + list(COCO_17.joints_right)] = list(COCO_17.joints_right) + list(COCO_17.joints_left)
-    h36m_swapped = np.arange(17)
-    h36m_swapped[list(H36M_17.joints_left) + list(H36M_17.joints_right)] = list(H36M_17.joints_right) + list(H36M_17.joints_left)
+    coco_swapped, h36m_swapped = swapped(COCO_17), swapped(H36M_17)
     expected2d, expected3d = pose2d[0, coco_swapped].copy(), pose3d[0, h36m_swapped].copy()
     expected2d[:, 0] *= -1
     expected3d[:, 0] *= -1

@@ -115,12 +115,17 @@ MODEL_INPUT_PAIRS = {'coco_17': FORMAT_LAYOUTS['coco_17'].flip_pairs,
                      'h36m_17': ([4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16])}
 
 
-def convert_for_model(keypoints: np.ndarray, layout: str, model_layout: str) -> np.ndarray:
-    """[T, K, C] keypoints of ``layout`` as the model's input layout (COCO-17 or Human3.6M-17)."""
+def check_model_layout(model_layout: str):
+    """A UserError unless detector keypoints convert to ``model_layout``."""
     if model_layout not in MODEL_INPUT_PAIRS:
         raise UserError(f"the model takes {model_layout} 2D keypoints; detector keypoints convert to "
                         f"{' or '.join(MODEL_INPUT_PAIRS)} only: use a model trained on Human3.6M or on COCO "
                         f"detections (run_in_the_wild.py)")
+
+
+def convert_for_model(keypoints: np.ndarray, layout: str, model_layout: str) -> np.ndarray:
+    """[T, K, C] keypoints of ``layout`` as the model's input layout (COCO-17 or Human3.6M-17)."""
+    check_model_layout(model_layout)
     if layout == model_layout:
         return keypoints
     if model_layout == 'coco_17':

@@ -122,7 +122,8 @@ def check_video_size(track: PersonTrack, size: Tuple[int, int], path: str, sourc
     low, high = track.keypoints.reshape(-1, 2).min(0), track.keypoints.reshape(-1, 2).max(0)
     beyond = (low < -margin * np.array([width, height])) | (high > (1 + margin) * np.array([width, height]))
     if beyond.any():
-        raise UserError(f"the keypoints of '{path}' reach x {low[0]:.0f}..{high[0]:.0f}, y {low[1]:.0f}..{high[1]:.0f} px, "
+        raise UserError(f"the keypoints of '{path}' reach x {low[0]:.0f}..{high[0]:.0f}, "
+                        f"y {low[1]:.0f}..{high[1]:.0f} px, "
                         f"beyond a {width}x{height} frame ({source}): give the size of the video they come "
                         f"from (--video-size WxH)")
 

@@ -139,8 +139,11 @@ def prepare_video(inp: WildInput, model_layout: str, num_joints: int = 17) -> Wi
 
 
 def lift(model, video: WildVideo, flip: bool = True, max_batch: int = 1024) -> np.ndarray:
-    """[T, 17, 3] camera-frame metres, root-relative, one pose per frame of the video."""
+    """[T, 17, 3] camera-frame metres, root-relative, one pose per frame of the video. A model taking
+    three channels per joint (VideoPose3D trained with the detector's probability) gets the confidence."""
     pose2d = video.pose2d
+    if getattr(model, 'in_features', 2) == 3:
+        pose2d = np.concatenate([pose2d, video.confidence[..., None]], -1)
     retimed = bool(video.model_fps and video.fps and abs(video.model_fps - video.fps) > 1e-6)
     if video.model_fps and not video.fps:
         raise UserError('resampling to the model\'s frame rate needs the video\'s: give --viz-video or --video-fps')

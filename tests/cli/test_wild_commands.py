@@ -165,6 +165,26 @@ def test_resampling_to_the_models_frame_rate(workdir, reference_dir, tmp_path):
     np.testing.assert_allclose(poses, at_50[::2], atol=1e-5)  # every other 50 fps frame is a video frame
 
 
+def test_a_model_taking_the_confidence_gets_it(workdir, reference_dir, tmp_path):
+    """VideoPose3D trained on 3-channel detections (x, y, probability): the official layout is recognised
+    and the lifter gets the detector's confidence; -d h36m 2D has none, which is one line."""
+    model = build_model('videopose', filter_widths=[3, 3], channels=16, in_features=3)
+    torch.save({'epoch': 80, 'model_pos': model.state_dict()}, tmp_path / 'd-pt-243.bin')
+    path = os.path.join(reference_dir, 'formats', 'alphapose_coco17_sample.json')
+    code, out, err = render(['--input-keypoints', path, '--video-size', '1280x720', '--input-layout', 'coco_17',
+                             '--evaluate', tmp_path / 'd-pt-243.bin', '--viz-export', tmp_path / 'p.npy'])
+    assert code == 0, err
+    track = person_track(read_keypoints(path))
+    pose = np.concatenate([normalize_screen_coordinates(track.keypoints, 1280, 720), track.confidence[..., None]], -1)
+    expected = expected_prediction(str(tmp_path / 'd-pt-243.bin'), pose, FORMAT_LAYOUTS['coco_17'].flip_pairs)
+    np.testing.assert_allclose(np.load(tmp_path / 'p.npy'), expected, atol=1e-5)
+    from helpers_data import write_tiny_h36m
+    write_tiny_h36m(tmp_path / 'h36m', frames=40)
+    code, out, err = run_inprocess(['-k', 'gt', '--root_path', tmp_path / 'h36m', '-ste', 'S9', '--nolog',
+                                    '--evaluate', tmp_path / 'd-pt-243.bin'])
+    assert code == 2 and err.count('\n') == 1 and 'takes 3 channels per joint' in err, err
+
+
 def _first_frame(path):
     with open(path) as handle:
         return json.load(handle)[:1]

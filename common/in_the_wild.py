@@ -37,7 +37,8 @@ class WildInput:
     (None: the track in most frames, or each frame's best person); video_name -- the video of a
     VideoPose3D custom file; video -- the video file (size, frame rate, overlay); video_size --
     (width, height) px; video_fps / model_fps -- resample from the video's rate to the model's
-    before lifting (and back), when both are known and differ."""
+    before lifting (and back), when both are known and differ; video_skip -- video frames before the
+    keypoints' first (render.py --viz-skip)."""
     keypoints: str
     tool: str = 'auto'
     person: Optional[int] = None
@@ -46,6 +47,7 @@ class WildInput:
     video_size: Optional[Tuple[int, int]] = None
     video_fps: Optional[float] = None
     model_fps: Optional[float] = None
+    video_skip: int = 0
 
 
 @dataclass
@@ -87,8 +89,9 @@ class WildOutputs:
     bitrate: int = 3000
 
 
-def video_properties(path) -> Tuple[Tuple[int, int], Optional[float]]:
-    """((width, height), frames/s or None) of a video file."""
+def video_properties(path) -> Tuple[Tuple[int, int], Optional[float], int]:
+    """((width, height), frames/s or None, frames) of a video file (the frames are counted by
+    decoding it once)."""
     try:
         import imageio_ffmpeg
     except ImportError:
@@ -99,9 +102,10 @@ def video_properties(path) -> Tuple[Tuple[int, int], Optional[float]]:
         reader = imageio_ffmpeg.read_frames(path)
         meta = next(reader)
         reader.close()
+        frames = imageio_ffmpeg.count_frames_and_secs(path)[0]
     except (OSError, RuntimeError, StopIteration) as err:
         raise UserError(f"'{path}' is not a readable video: {str(err).splitlines()[0] if str(err) else ''}") from None
-    return tuple(int(v) for v in meta['size']), meta.get('fps')
+    return tuple(int(v) for v in meta['size']), meta.get('fps'), int(frames)
 
 
 def image_size(inp: WildInput, file_size, video_size) -> Tuple[Tuple[int, int], str]:
@@ -126,8 +130,10 @@ def prepare_video(inp: WildInput, model_layout: str, num_joints: int = 17) -> Wi
         raise UserError(f'the model takes {num_joints} joints per frame; keypoints of every format are converted '
                         f'to the {LAYOUTS[model_layout].num_joints} of {model_layout}: use a 17-joint model')
     keypoints = read_keypoints(inp.keypoints, inp.tool, inp.video_name)
+    video_size, video_fps, video_frames = video_properties(inp.video) if inp.video else (None, None, None)
+    if video_frames is not None:
+        match_video_length(keypoints, video_frames - inp.video_skip, inp)
     track = person_track(keypoints, inp.person)
-    video_size, video_fps = video_properties(inp.video) if inp.video else (None, None)
     size, source = image_size(inp, keypoints.image_size, video_size)
     check_video_size(track, size, inp.keypoints, source)
     points = np.concatenate([track.keypoints, track.confidence[..., None]], -1)
@@ -136,6 +142,17 @@ def prepare_video(inp: WildInput, model_layout: str, num_joints: int = 17) -> Wi
     return WildVideo(normalize_screen_coordinates(pixels, *size), pixels, points[..., 2].astype(np.float32),
                      model_layout, track.layout, size, track.filled_frames, track.person, keypoints.tool,
                      inp.keypoints, inp.video_fps or video_fps, inp.model_fps, list(keypoints.notes))
+
+
+def match_video_length(keypoints, frames: int, inp: WildInput):
+    """Keypoints of more frames than the video are not its own; an AlphaPose file, where frames without
+    anybody are absent, ends at its last detection: the video's last frames are added, empty."""
+    if len(keypoints.frames) > frames:
+        raise UserError(f"'{inp.keypoints}' has keypoints for {len(keypoints.frames)} frames, but the video "
+                        f"'{inp.video}' has {frames}{' after --viz-skip' if inp.video_skip else ''}: give the video "
+                        f"the keypoints were detected in")
+    if keypoints.tool == 'alphapose':
+        keypoints.frames += [[] for _ in range(frames - len(keypoints.frames))]
 
 
 def lift(model, video: WildVideo, flip: bool = True, max_batch: int = 1024) -> np.ndarray:

@@ -85,7 +85,7 @@ def run_job(args, inp: WildInput, data_layout=None):
 
 def wild_input(args, path, video_name=None) -> WildInput:
     return WildInput(path, args.keypoints_format, args.person, video_name, args.viz_video, args.video_size,
-                     args.video_fps, args.model_fps)
+                     args.video_fps, args.model_fps, args.viz_skip)
 
 
 def run_direct(args):

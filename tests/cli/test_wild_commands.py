@@ -135,12 +135,16 @@ def test_direct_command_converts_for_a_human36m_model_and_draws_the_video(workdi
     from PIL import Image
     path = os.path.join(reference_dir, 'formats', 'alphapose_halpe26_sample.json')
     code, out, err = render(['--input-keypoints', path, '--viz-video', workdir / VIDEO, '-c', workdir / 'checkpoint',
-                             '--evaluate', 'h36m.pt', '--viz-output', tmp_path / 'clip.gif', '--viz-size', 2])
+                             '--evaluate', 'h36m.pt', '--viz-output', tmp_path / 'clip.gif', '--viz-size', 2,
+                             '--viz-limit', 10])
     assert code == 0, err
-    poses, document = check_outputs(tmp_path / 'clip', 10)
+    # AlphaPose's file ends at its last detection (frame 9): the video's other 50 frames hold the last pose
+    poses, document = check_outputs(tmp_path / 'clip', 60)
+    assert document['filled_frames'] == [6] + list(range(10, 60))
     assert (document['keypoint_layout'], document['model_input_layout']) == ('halpe_26', 'h36m_17')
     assert document['image_size'] == [1280, 720] and document['fps'] == pytest.approx(30)
     halpe = person_track(read_keypoints(path)).keypoints
+    halpe = np.concatenate([halpe, halpe[-1:].repeat(50, 0)])
     expected = expected_prediction(str(workdir / 'checkpoint' / 'h36m.pt'), normalize_screen_coordinates(
         halpe26_to_h36m17(halpe), 1280, 720), H36M_17.flip_pairs)
     np.testing.assert_allclose(poses, expected, atol=1e-5)
@@ -239,3 +243,11 @@ def test_a_model_of_another_layout_is_refused(workdir, reference_dir, tmp_path):
                              '--viz-export', tmp_path / 'p.npy'])
     assert code == 2 and err.count('\n') == 1 and 'the model takes' in err, err
     assert not (tmp_path / 'p.npy').exists()
+
+
+def test_keypoints_longer_than_the_video_are_refused(workdir, reference_dir, tmp_path):
+    path = os.path.join(reference_dir, 'formats', 'detectron2_video_sample.mp4.npz')
+    code, out, err = render(['--input-keypoints', path, '--viz-video', workdir / VIDEO, '--viz-skip', 40,
+                             '-c', workdir / 'checkpoint', '--evaluate', 'coco.pt', '--viz-output', tmp_path / 'o.mp4'])
+    assert code == 2 and err.count('\n') == 1 and 'has keypoints for 60 frames' in err and 'has 20 after' in err, err
+    assert not os.listdir(tmp_path)

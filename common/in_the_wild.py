@@ -133,6 +133,9 @@ def prepare_video(inp: WildInput, model_layout: str, num_joints: int = 17) -> Wi
     video_size, video_fps, video_frames = video_properties(inp.video) if inp.video else (None, None, None)
     if video_frames is not None:
         match_video_length(keypoints, video_frames - inp.video_skip, inp)
+    if inp.model_fps and not (inp.video_fps or video_fps):
+        raise UserError('resampling to the model\'s frame rate (--model-fps) needs the video\'s: give --viz-video '
+                        'or --video-fps')
     track = person_track(keypoints, inp.person)
     size, source = image_size(inp, keypoints.image_size, video_size)
     check_video_size(track, size, inp.keypoints, source)
@@ -162,8 +165,6 @@ def lift(model, video: WildVideo, flip: bool = True, max_batch: int = 1024) -> n
     if getattr(model, 'in_features', 2) == 3:
         pose2d = np.concatenate([pose2d, video.confidence[..., None]], -1)
     retimed = bool(video.model_fps and video.fps and abs(video.model_fps - video.fps) > 1e-6)
-    if video.model_fps and not video.fps:
-        raise UserError('resampling to the model\'s frame rate needs the video\'s: give --viz-video or --video-fps')
     if retimed:
         pose2d = resample(pose2d, video.fps, video.model_fps)
     pairs = MODEL_INPUT_PAIRS[video.layout] if flip else None
@@ -244,7 +245,10 @@ def describe(video: WildVideo) -> str:
               f'({_ranges(video.filled_frames)})' if video.filled_frames else 'no frame to fill')
     layout = (video.source_layout if video.source_layout == video.layout
               else f'{video.source_layout} converted to {video.layout}')
-    return (f"{video.tool} keypoints of '{video.path}': {len(video)} frames, {who}, {layout}, "
+    rate = f', {video.fps:g} fps' if video.fps else ''
+    retimed = f' (lifted at {video.model_fps:g} fps)' if video.model_fps and video.fps != video.model_fps else ''
+    notes = ''.join(f', {note}' for note in video.notes)
+    return (f"{video.tool} keypoints of '{video.path}'{notes}: {len(video)} frames{rate}{retimed}, {who}, {layout}, "
             f"{video.image_size[0]}x{video.image_size[1]} px; {filled}")
 
 

@@ -8,6 +8,8 @@
         --viz-output frames.png                                             # saved poses, no model
     python render.py -c checkpoint --evaluate pretrained_h36m_detectron_coco.bin --viz-custom \
         data/data_2d_custom_myvideos.npz --viz-subject clip.mp4 --viz-video clip.mp4 --viz-output clip.mp4
+    python render.py --input-keypoints alphapose-results.json --viz-video clip.mp4 -c checkpoint \
+        --evaluate best.pt --viz-output clip_3d.mp4              # a detector's file: also clip_3d.npy, .json
 """
 import os
 import sys
@@ -24,6 +26,7 @@ from common.dist import DistInfo, select_device
 from common.errors import UserError, exit_status
 from common.eval.inference import predict_sequence
 from common.cli.runner import ScriptPreset, load_data, load_model_for_inference
+from common.cli.wild_command import run_custom
 
 PRESET = ScriptPreset(script='render.py', dataset='h36m',
                       description='Render a lifter\'s 3D predictions as a GIF, an MP4 or a PNG grid of frames.')
@@ -34,7 +37,8 @@ def pick_sequence(args):
     (Human3.6M skeleton, no ground truth), or a dataset stream."""
     if args.viz_custom:
         sequences, (left, right), layout = read_custom_keypoints(args.viz_custom)
-        spec, keypoint_bones = replace(H36M_SPEC, kps_left=left, kps_right=right), layout != 'coco'
+        spec = replace(H36M_SPEC, kps_left=left, kps_right=right, input_layout='coco_17' if layout == 'coco' else None)
+        keypoint_bones = layout != 'coco'
     else:
         train, test, spec, _ = load_data(args, PRESET)
         sequences, keypoint_bones = test + train, True
@@ -56,6 +60,8 @@ def predict(args, sequence, spec):
 
 
 def run(args):
+    if args.input_keypoints or args.dataset == 'custom':  # one's own video: a detector's file, or -d custom
+        return run_custom(args, rendering=True)
     check_conflicts(args)
     if not args.viz_output:
         raise UserError('give --viz-output FILE (.gif, .mp4, .png, or no extension for both .gif and .mp4)')

@@ -105,14 +105,19 @@ def build_model(name: str, **hyperparameters) -> nn.Module:
 
     The returned module carries ``model_name`` and ``model_config`` (the keyword
     arguments it was built with) so that a checkpoint can rebuild it alone.
-    Two keywords apply to every model: ``output_unit`` ('m' or 'mm') records the unit its outputs
-    are in, ``frame_step`` the spacing of the frames of a centre-frame window (P-STMO's -tds)."""
+    Three keywords apply to every model: ``output_unit`` ('m' or 'mm') records the unit its outputs
+    are in, ``frame_step`` the spacing of the frames of a centre-frame window (P-STMO's -tds),
+    ``input_layout`` the joint layout of its 2D input when it is not its output's (e.g. 'coco_17')."""
     entry = get_entry(name)
     config = {k: v for k, v in hyperparameters.items() if v is not None}
     unit, step = config.pop('output_unit', None), config.pop('frame_step', None)
+    keypoint_layout = config.pop('input_layout', None)
     model = entry.factory(**config)
     model.model_name = entry.name
     model.model_config = dict(config)
+    if keypoint_layout is not None:  # 2D of another layout than the output (COCO-17 detections)
+        model.input_layout = keypoint_layout
+        model.model_config['input_layout'] = keypoint_layout
     if unit is not None:
         from common.data.pose_codec import check_unit
         model.output_unit = check_unit(unit)

@@ -38,18 +38,24 @@ def detect_official(state_dict) -> Optional[dict]:
     if not all(key.startswith(_PREFIXES) for key in state_dict):
         return None
     expand = state_dict['expand_conv.weight']
-    if expand.dim() != 3 or expand.shape[1] % 2:
+    if expand.dim() != 3:
         return None
     channels, inputs, first_width = expand.shape
+    joints_out = state_dict['shrink.weight'].shape[0] // 3
+    # x, y per joint; x, y and the detector's confidence in the models trained on 3-channel detections
+    in_features = 3 if inputs == 3 * joints_out else 2
+    if inputs % in_features:
+        return None
     num_convs = sum(1 for k in state_dict if k.startswith('layers_conv.') and k.endswith('.weight'))
     if num_convs % 2:
         return None
     widths = [int(first_width)] + [int(state_dict[f'layers_conv.{2 * i}.weight'].shape[-1])
                                    for i in range(num_convs // 2)]
-    joints_out = state_dict['shrink.weight'].shape[0] // 3
     config = {'filter_widths': widths, 'channels': int(channels), 'num_joints': int(joints_out)}
-    if inputs // 2 != joints_out:
+    if inputs // in_features != joints_out:
         config['num_joints_in'] = int(inputs // 2)
+    if in_features == 3:
+        config['in_features'] = 3
     return config
 
 

@@ -171,7 +171,8 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     g = groups['data']
     g.add_argument('-d', '--dataset', default=dataset_default, metavar='NAME',
                    help='dataset: h36m, synthetic (embedded generated data), amass (converted AMASS, --amass_path), '
-                        'synthetic_amass; 3DHP: mpii3d, mpii3d_univ, 3dhp')
+                        'synthetic_amass; 3DHP: mpii3d, mpii3d_univ, 3dhp; custom: your videos\' 2D '
+                        '(data_2d_custom_<-k>.npz, with --render)')
     g.add_argument('-k', '--keypoints', default=DATA.keypoints, metavar='NAME',
                    help='2D source: reads data_2d_h36m_<NAME>.npz (gt, cpn_ft_h36m_dbb, ...)')
     g.add_argument('--root_path', '--root-path', '--data-dir', dest='root_path', type=directory,
@@ -333,6 +334,8 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
         add_uplift_release_arguments(p)
     if viz:
         add_viz_arguments(p)
+    from common.cli.wild_arguments import add_render_arguments
+    add_render_arguments(p, viz)  # own video: --input-keypoints, -d custom --render (and --viz-* on run.py)
     return p
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'configs')
-SCRIPTS = ('run.py', 'run_3dhp.py', 'render.py')
+SCRIPTS = ('run.py', 'run_3dhp.py', 'render.py', 'run_in_the_wild.py')
 
 
 class RecipeError(ValueError):

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 from common import compat
 from common.cli.arguments import build_parser
@@ -26,11 +27,13 @@ from common.train.checkpoint import load_checkpoint, split_checkpoint
 @dataclass(frozen=True)
 class ScriptPreset:
     """What differs between run.py and run_3dhp.py: the name, the default dataset, the text,
-    and dataset names that mean another reader in this script (-d synthetic -> its 3DHP variant)."""
+    and dataset names that mean another reader in this script (-d synthetic -> its 3DHP variant);
+    keypoints -- the default 2D source (-k) where it is not DataConfig's."""
     script: str
     dataset: str
     description: str
     dataset_aliases: tuple = ()
+    keypoints: Optional[str] = None
 
 
 def data_config(args, preset: ScriptPreset, test_only=False) -> DataConfig:
@@ -85,6 +88,7 @@ def build_lifter(args, spec, checkpoint=None):
     defaults = {'num_joints': spec.num_joints, 'layout': spec.skeleton.name}
     config = {**accepted_kwargs(entry.factory, defaults), **config, **explicit}
     ours = checkpoint is not None and split_checkpoint(checkpoint)[1]
+    check_input_layout(record if ours else None, spec, config)
     if args.output_unit or not ours:  # ours keep their record (none: metres, as before units were recorded)
         config['output_unit'] = args.output_unit or spec.release_units.get(entry.name, 'm')
     step = args.tds or (compat.legacy_frame_step(checkpoint) if ours else None)
@@ -95,6 +99,20 @@ def build_lifter(args, spec, checkpoint=None):
     except (TypeError, ValueError) as err:
         raise UserError(f'cannot build model {name} with {config}: {err}') from None
     return model, name, config
+
+
+def check_input_layout(record, spec, config):
+    """An official file takes the 2D layout of the data (COCO-17 detections: COCO-17 in, Human3.6M
+    out); our files record theirs, and a model is not run on 2D of another layout."""
+    if record is None:
+        if spec.input_layout:
+            config['input_layout'] = spec.input_layout
+        return
+    recorded = record.get('input_layout') or spec.skeleton.name
+    if recorded != spec.keypoint_layout:
+        raise UserError(f'the checkpoint\'s model takes {recorded} 2D keypoints, but this 2D file holds '
+                        f'{spec.keypoint_layout}: evaluate it on 2D of its own layout (-k), or lift a detector\'s '
+                        f'file with render.py --input-keypoints FILE, which converts the joints')
 
 
 def window_config(args, model) -> WindowConfig:
@@ -210,12 +228,19 @@ def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config, 
 
 def run(args, preset: ScriptPreset, info: DistInfo):
     from common.dist import configure_determinism, seed_everything
+    if args.render or args.dataset == 'custom' or args.input_keypoints:  # one's own video (VideoPose3D's form)
+        from common.cli.wild_command import run_custom
+        return run_custom(args)
     check_conflicts(args)
     device = select_device(args.gpu, info)
     configure_determinism(args.deterministic)
     seed_everything(args.seed)  # the initial weights follow --seed (the same on every rank)
     train_seqs, test_seqs, spec, data = load_data(args, preset, test_only=checkpoint_to_evaluate(args) is not None)
     model, name, model_config, checkpoint, evaluate_path = prepare_model(args, spec)
+    if getattr(model, 'in_features', 2) != 2:
+        raise UserError(f'this {name} model takes {model.in_features} channels per joint (x, y and the detector\'s '
+                        f'confidence); the datasets\' 2D has x, y: lift a video with it instead '
+                        f'(render.py --input-keypoints FILE)')
     if 'image_features' in model.inputs:
         raise UserError(f'{name} lifts from the feature maps of an image backbone; the keypoint datasets '
                         f'(-d {args.dataset}) have no images, so it can neither train nor be evaluated here')
@@ -258,14 +283,17 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         group_lrs={'refiner.': args.lr_refine} if args.refine and args.lr_refine else {})
     if not train_seqs:
         raise UserError('no training streams: check -str / -a / --subset')
-    train_set = (spec.window_dataset or WindowDataset)(train_seqs, window_config(args, model), spec.flip_pairs, spec.skeleton.flip_pairs,
-                              causal_shift=model.causal_shift)
+    windows = spec.window_dataset or WindowDataset
+    train_set = windows(train_seqs, window_config(args, model), spec.flip_pairs, spec.skeleton.flip_pairs,
+                        causal_shift=model.causal_shift)
     return fit(model, train_set, test_seqs, spec, train_cfg, eval_config(args), device, info, run_config)
 
 
 def main(argv, preset: ScriptPreset):
     """Parse, run, and turn every user error into one line and exit status 2."""
     parser = build_parser(preset.script, preset.description, preset.dataset)
+    if preset.keypoints:
+        parser.set_defaults(keypoints=preset.keypoints)
     args = parser.parse_args(argv)
     given = given_dests(parser, sys.argv[1:] if argv is None else argv)
     info = DistInfo()

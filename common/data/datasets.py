@@ -52,7 +52,9 @@ def read_h36m_3d(path):
 
 
 def read_h36m_2d(path, num_joints=17):
-    """(positions_2d subject -> action -> list of [N, J, 2] pixels, (kps_left, kps_right))."""
+    """(positions_2d subject -> action -> list of [N, J, 2] pixels, (kps_left, kps_right), layout name
+    of the metadata or ''). Streams of 3 channels (x, y, keypoint probability: the COCO-layout
+    detections) are cut to x, y, as the in-the-wild releases train."""
     entries = load_npz_entries(path, ['positions_2d', 'metadata'])
     positions = expect_dict(entries['positions_2d'], path, 'positions_2d')
     metadata = expect_dict(entries['metadata'], path, 'metadata')
@@ -63,10 +65,12 @@ def read_h36m_2d(path, num_joints=17):
     for subject, actions in positions.items():
         for action, streams in expect_dict(actions, path, f'positions_2d[{subject!r}]').items():
             for cam, stream in enumerate(streams):
-                if np.ndim(stream) != 3 or np.shape(stream)[1:] != (num_joints, 2):
+                if np.ndim(stream) != 3 or np.shape(stream)[1] != num_joints or np.shape(stream)[2] not in (2, 3):
                     raise UserError(f"'{path}': {subject}/{action} camera {cam} has shape {np.shape(stream)}, "
                                     f"expected (N, {num_joints}, 2) for this {num_joints}-joint dataset")
-    return positions, (tuple(kps_left), tuple(kps_right))
+                if np.shape(stream)[2] == 3:
+                    streams[cam] = np.asarray(stream)[..., :2]
+    return positions, (tuple(kps_left), tuple(kps_right)), str(metadata.get('layout_name', ''))
 
 
 def _select(names, filters):
@@ -134,8 +138,9 @@ def load_h36m(config: DataConfig):
                             f"unknown -k '{config.keypoints}': no such 2D file")
     cameras = load_h36m_cameras()
     poses3d = read_h36m_3d(path3d)
-    poses2d, (kps_left, kps_right) = read_h36m_2d(path2d)
-    spec = DatasetSpec(name='h36m', skeleton=H36M_17, root_joint=0, kps_left=kps_left, kps_right=kps_right)
+    poses2d, (kps_left, kps_right), layout = read_h36m_2d(path2d)
+    spec = DatasetSpec(name='h36m', skeleton=H36M_17, root_joint=0, kps_left=kps_left, kps_right=kps_right,
+                       input_layout='coco_17' if layout == 'coco' else None)
 
     subjects_train = list(config.subjects_train if config.subjects_train is not None else H36M_TRAIN)
     subjects_test = list(config.subjects_test if config.subjects_test is not None else H36M_TEST)

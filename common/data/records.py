@@ -59,6 +59,8 @@ class DatasetSpec:
     these files (and of our training as that release trains); other models: metres
     window_dataset -- the class that cuts its training windows (None: generators.WindowDataset;
     converted AMASS draws a camera per window)
+    input_layout -- joint layout of the 2D when it differs from the skeleton's (COCO-17 detections
+    of Human3.6M: 'coco_17', flipped with kps_left/right); None: the skeleton's
     """
     name: str
     skeleton: Skeleton
@@ -70,6 +72,12 @@ class DatasetSpec:
     joint_index_3dhp: Optional[Tuple[int, ...]] = None  # joint order map for 3DHP-protocol groups
     release_units: Mapping[str, str] = field(default_factory=dict)
     window_dataset: Optional[Callable] = None
+    input_layout: Optional[str] = None
+
+    @property
+    def keypoint_layout(self) -> str:
+        """Joint layout of the 2D input."""
+        return self.input_layout or self.skeleton.name
 
     @property
     def num_joints(self):

@@ -70,10 +70,22 @@ MPI_INF_3DHP_14 = Skeleton(
                  'left_wrist', 'neck', 'head_top'))
 
 
+# COCO-17 keypoints (Detectron, Detectron2, AlphaPose COCO models, MMPose 'coco'): a 2D input layout
+# without a root joint; the parents only say which bones to draw.
+COCO_17 = Skeleton(
+    name='coco_17',
+    parents=(-1, 0, 0, 1, 2, 0, 0, 5, 6, 7, 8, 5, 6, 11, 12, 13, 14),
+    joints_left=(1, 3, 5, 7, 9, 11, 13, 15),
+    joints_right=(2, 4, 6, 8, 10, 12, 14, 16),
+    joint_names=('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder',
+                 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip', 'right_hip',
+                 'left_knee', 'right_knee', 'left_ankle', 'right_ankle'))
+
+
 #: Joint k of the 14-joint (VIBE-derived) order is joint MPII3D_14_FROM_17[k] of the 17.
 MPII3D_14_FROM_17 = (10, 9, 8, 11, 12, 13, 4, 3, 2, 5, 6, 7, 1, 0)
 
-LAYOUTS = {layout.name: layout for layout in (H36M_17, MPI_INF_3DHP_17, MPI_INF_3DHP_14)}
+LAYOUTS = {layout.name: layout for layout in (H36M_17, MPI_INF_3DHP_17, MPI_INF_3DHP_14, COCO_17)}
 # Earlier model configs named the dataset instead of the layout (checkpoints still carry them).
 _DATASET_LAYOUTS = {'h36m': 'h36m_17', 'mpii3d_univ': 'mpii3d_univ_17', '3dhp': 'mpii3d_univ_17',
                     'mpii3d': 'mpii3d_14'}

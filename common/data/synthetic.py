@@ -162,8 +162,16 @@ def ensure_synthetic(directory, kind='h36m', seed=0):
     all there; returns ``directory``. Files are generated in a temporary folder and moved in
     with atomic renames, so an interrupted run (or several ranks at once) never leaves half a file."""
     names = FILES[kind]
-    if all(os.path.isfile(os.path.join(directory, n)) for n in names):
-        return directory
+    if not all(os.path.isfile(os.path.join(directory, n)) for n in names):
+        _write_synthetic(directory, kind, seed)
+    if kind == 'h36m':  # the COCO-layout detections, made from the 3D file (common/data/synthetic_coco.py)
+        from common.data.synthetic_coco import ensure_coco_detections
+        ensure_coco_detections(directory, seed)
+    return directory
+
+
+def _write_synthetic(directory, kind, seed):
+    names = FILES[kind]
     os.makedirs(directory, exist_ok=True)
     print(f'INFO: writing the synthetic {kind} dataset to {directory}/ (once)', flush=True)
     staging = tempfile.mkdtemp(prefix='.synthetic-', dir=directory)
@@ -177,4 +185,3 @@ def ensure_synthetic(directory, kind='h36m', seed=0):
             os.replace(os.path.join(staging, name), os.path.join(directory, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return directory

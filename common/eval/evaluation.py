@@ -74,7 +74,8 @@ def predict_all(model, sequences, spec, cfg: EvalConfig, device, info: DistInfo 
     mine = []
     for group in length_groups(sequences)[info.rank::info.world_size]:
         pose2d = torch.from_numpy(np.stack([sequences[i].pose2d for i in group])).to(device)
-        preds = predict_sequence(model, pose2d, spec.flip_pairs if cfg.flip else None, cfg.max_batch)
+        preds = predict_sequence(model, pose2d, spec.flip_pairs if cfg.flip else None, cfg.max_batch,
+                                 output_flip_pairs=spec.skeleton.flip_pairs)  # 2D and 3D layouts may differ
         for row, index in enumerate(group):
             pred = preds[row:row + 1]
             if refiner is not None:

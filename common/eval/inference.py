@@ -16,7 +16,7 @@ def predict_sequence(model, pose2d, flip_pairs=None, max_batch=1024, output_flip
 
     model -- a registered lifter in eval mode
     pose2d -- [B, T, J, 2] or one sequence [T, J, 2], normalised screen coordinates (any T >= 1),
-    a tensor or a numpy array
+    a tensor or a numpy array; [..., 3] with the detector's confidence for models that take it
     flip_pairs -- (left joints, right joints) of the 2D input for flip averaging, or None
     max_batch -- windows per forward pass
     output_flip_pairs -- (left, right) of the 3D output when they differ from the 2D input's
@@ -28,7 +28,7 @@ def predict_sequence(model, pose2d, flip_pairs=None, max_batch=1024, output_flip
                                 output_flip_pairs).cpu().numpy()
     if pose2d.dim() == 3:
         return predict_sequence(model, pose2d[None], flip_pairs, max_batch, output_flip_pairs)[0]
-    if pose2d.dim() != 4 or pose2d.shape[-1] != 2:
+    if pose2d.dim() != 4 or pose2d.shape[-1] not in (2, 3):
         raise ValueError(f'pose2d must be [B, T, J, 2] or [T, J, 2], not {list(pose2d.shape)}')
     pose2d = pose2d.to(next((p.device for p in model.parameters()), pose2d.device))
     scale = unit_scale(model)

@@ -1,0 +1,103 @@
+"""The complete Context-Aware PoseFormer network (HRNet backbone + head) against the official
+fixtures and key tables: backbone features, full-model output, flip test, checkpoint layouts."""
+import json
+import os
+
+import pytest
+import torch
+
+from common.errors import UserError
+from common.eval.metrics import mpjpe
+from common.train.backbone_weights import build_backbone, load_backbone_weights
+from common.train.checkpoint import load_checkpoint
+from models import build_model
+from models.context_pose import ContextPoseNetwork, mirror_batch, mirror_pose_3d, normalise_images
+
+
+def key_table(reference_dir, name):
+    with open(os.path.join(reference_dir, 'checkpoint_keys', name)) as handle:
+        return json.load(handle)
+
+
+def state_of(table, prefix=''):
+    """A state dict with the keys, shapes and dtypes a key table lists (values arbitrary)."""
+    return {prefix + e['key']: torch.zeros(e['shape'], dtype=getattr(torch, e['dtype'].replace('torch.', '')))
+            for e in table['keys']}
+
+
+def test_hrnet_w32_fixture_features(reference_dir):
+    fx = torch.load(os.path.join(reference_dir, 'models', 'hrnet_w32_small.pt'), weights_only=True)
+    backbone = load_backbone_weights(build_backbone('hrnet_32'), 'hrnet_w32_small.pt', 'hrnet_32',
+                                     source=fx['checkpoint'])   # the COCO layout, final_layer.* included
+    images = normalise_images(fx['image_uint8'])
+    torch.testing.assert_close(images.permute(0, 3, 1, 2), fx['input'], **fx['config']['tolerance_input'])
+    with torch.no_grad():
+        features = backbone(fx['input'])
+    assert [tuple(f.shape) for f in features] == [(2, 32, 32, 24), (2, 64, 16, 12), (2, 128, 8, 6), (2, 256, 4, 3)]
+    for ours, reference in zip(features, fx['features']):
+        torch.testing.assert_close(ours, reference, **fx['config']['tolerance'])
+
+
+@pytest.mark.parametrize('width', [32, 48])
+def test_coco_key_tables_load(reference_dir, tmp_path, width):
+    table = key_table(reference_dir, f'pose_hrnet_w{width}_256x192.json')
+    backbone = build_backbone(f'hrnet_{width}')
+    ours = [(k, tuple(v.shape)) for k, v in backbone.state_dict().items()]
+    listed = [(e['key'], tuple(e['shape'])) for e in table['keys'] if e['key'] not in table['unused_keys']]
+    assert ours == listed and len(ours) == table['num_keys_used_by_context_pose'] == 1752
+    assert sum(p.numel() for p in backbone.parameters()) == table['num_params_used_by_context_pose']
+    path = tmp_path / f'pose_hrnet_w{width}_256x192.pth'
+    state = state_of(table)
+    state['stage4.2.fuse_layers.0.1.0.weight'].fill_(0.5)
+    torch.save(state, path)
+    loaded = load_backbone_weights(backbone, str(path), f'hrnet_{width}')   # final_layer.* dropped, strict otherwise
+    assert loaded.stage4[2].fuse_layers[0][1][0].weight.mean().item() == pytest.approx(0.5)
+
+
+def test_backbone_file_of_another_width_is_one_line(reference_dir, tmp_path):
+    path = tmp_path / 'pose_hrnet_w48_256x192.pth'
+    torch.save(state_of(key_table(reference_dir, 'pose_hrnet_w48_256x192.json')), path)
+    with pytest.raises(UserError, match=r"pose_hrnet_w48_256x192.pth.*--backbone hrnet_48") as err:
+        load_backbone_weights(build_backbone('hrnet_32'), str(path), 'hrnet_32')
+    assert '\n' not in str(err.value)
+
+
+def full_network(head_channels, embed_dim_ratio):
+    head = build_model('context_pose', feature_channels=head_channels, embed_dim_ratio=embed_dim_ratio)
+    return ContextPoseNetwork(build_backbone('hrnet_32'), head, 'hrnet_32')
+
+
+@pytest.fixture(scope='module')
+def full_fixture(reference_dir):
+    return torch.load(os.path.join(reference_dir, 'models', 'context_pose_full_small.pt'), weights_only=True)
+
+
+def test_full_network_fixture(full_fixture):
+    fx = full_fixture
+    net = load_checkpoint(full_network(fx['config']['head_constructor']['feature_channels'], 16), fx['checkpoint'])
+    images = normalise_images(fx['image_uint8'])
+    torch.testing.assert_close(images, fx['images'], atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        features = net.features(images)
+        for ours, reference in zip(features, fx['features']):
+            torch.testing.assert_close(ours, reference, **fx['config']['tolerance_features'])
+        out = net(images, fx['keypoints_2d'], fx['keypoints_2d_crop'].clone())
+        torch.testing.assert_close(out, fx['output'], **fx['config']['tolerance'])
+        flipped = mirror_batch(images, fx['keypoints_2d'], fx['keypoints_2d_crop'])
+        for ours, key in zip(flipped, ('images', 'keypoints_2d', 'keypoints_2d_crop')):
+            torch.testing.assert_close(ours, fx['flip'][key], atol=1e-6, rtol=1e-6)
+        raw = net(*flipped)
+        torch.testing.assert_close(raw, fx['flip']['output_raw'], **fx['config']['tolerance'])
+        flip_test = (out + mirror_pose_3d(raw)) / 2
+    torch.testing.assert_close(flip_test, fx['output_flip_test'], **fx['config']['tolerance'])
+    assert mpjpe(flip_test, fx['keypoints_3d_gt']).item() == pytest.approx(fx['mpjpe_flip_test'], abs=3e-4)
+
+
+def test_published_full_key_table_loads(reference_dir):
+    table = key_table(reference_dir, 'context_pose_hrnet32.json')
+    assert table['num_keys'] == 1943
+    net = full_network([32, 64, 128, 256], 128)
+    ours = [(k, tuple(v.shape)) for k, v in net.state_dict().items()]
+    assert ours == [(e['key'][len('module.'):], tuple(e['shape'])) for e in table['keys']]
+    published = {'epoch': 3, 'lr': 0.00064, 'model': state_of(table), 'optimizer': {}}   # best_epoch.bin
+    load_checkpoint(net, published)   # strict: no missing, no unexpected key

@@ -218,16 +218,21 @@ def normalise_images(images_bgr):
     return (rgb / 255.0 - rgb.new_tensor(IMAGENET_MEAN)) / rgb.new_tensor(IMAGENET_STD)
 
 
-def mirror_batch(images, keypoints_2d, crop_pixels, crop_width=CROP_SIZE[0]):
-    """The horizontally mirrored view of a batch, as the release flips it: images [B, H, W, 3]
-    along W, normalised x -> -x, crop x -> width - x - 1, left/right joints swapped."""
-    swap = FLIP_LEFT + FLIP_RIGHT
+def mirror_keypoints(keypoints_2d, crop_pixels, crop_width=CROP_SIZE[0]):
+    """2D inputs [B, J, 2] of the mirrored view, as the release flips them: normalised x -> -x,
+    crop x -> width - x - 1, left/right joints swapped."""
     keypoints_2d, crop_pixels = keypoints_2d.clone(), crop_pixels.clone()
     keypoints_2d[..., 0] *= -1
     crop_pixels[..., 0] = crop_width - crop_pixels[..., 0] - 1
+    swap = FLIP_LEFT + FLIP_RIGHT
     keypoints_2d[:, swap] = keypoints_2d[:, FLIP_RIGHT + FLIP_LEFT]
     crop_pixels[:, swap] = crop_pixels[:, FLIP_RIGHT + FLIP_LEFT]
-    return torch.flip(images, [2]), keypoints_2d, crop_pixels
+    return keypoints_2d, crop_pixels
+
+
+def mirror_batch(images, keypoints_2d, crop_pixels, crop_width=CROP_SIZE[0]):
+    """The mirrored view of a batch: images [B, H, W, 3] flipped along W, 2D as mirror_keypoints."""
+    return (torch.flip(images, [2]), *mirror_keypoints(keypoints_2d, crop_pixels, crop_width))
 
 
 def mirror_pose_3d(pose):

@@ -21,9 +21,9 @@ BN_EPS = 1e-5
 # width, (modules of stages 2, 3, 4), blocks per branch: the published configurations, and a
 # narrow, shallow one for tests and first runs on a CPU
 PRESETS = {
-    'hrnet_32': dict(width=32, modules=(1, 4, 3), blocks=4, stem_blocks=4),
-    'hrnet_48': dict(width=48, modules=(1, 4, 3), blocks=4, stem_blocks=4),
-    'hrnet_tiny': dict(width=8, modules=(1, 1, 1), blocks=1, stem_blocks=1),
+    'hrnet_32': dict(width=32, modules=(1, 4, 3), blocks=4, stem_blocks=4, stem_width=64),
+    'hrnet_48': dict(width=48, modules=(1, 4, 3), blocks=4, stem_blocks=4, stem_width=64),
+    'hrnet_tiny': dict(width=8, modules=(1, 1, 1), blocks=1, stem_blocks=1, stem_width=16),
 }
 
 
@@ -109,16 +109,17 @@ class HRNet(nn.Module):
     """HRNet backbone; argument meanings in ``build_hrnet``. forward: [B, 3, H, W] normalised RGB
     -> list of 4 maps [B, C*2^l, H/2^(l+2), W/2^(l+2)]."""
 
-    def __init__(self, width=32, modules=(1, 4, 3), blocks=4, stem_blocks=4):
+    def __init__(self, width=32, modules=(1, 4, 3), blocks=4, stem_blocks=4, stem_width=64):
         super().__init__()
         self.width = width
-        self.conv1 = nn.Conv2d(3, 64, 3, 2, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=BN_EPS)
-        self.conv2 = nn.Conv2d(64, 64, 3, 2, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(64, eps=BN_EPS)
+        stem = stem_width
+        self.conv1 = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem, eps=BN_EPS)
+        self.conv2 = nn.Conv2d(stem, stem, 3, 2, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(stem, eps=BN_EPS)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(Bottleneck(64, 64), *[Bottleneck(256, 64) for _ in range(stem_blocks - 1)])
-        previous = [256]
+        self.layer1 = nn.Sequential(Bottleneck(stem, stem), *[Bottleneck(stem * 4, stem) for _ in range(stem_blocks - 1)])
+        previous = [stem * 4]
         for stage, count in zip((2, 3, 4), modules):
             channels = [width * 2 ** b for b in range(stage)]
             setattr(self, f'transition{stage - 1}', self._transition(previous, channels))
@@ -160,7 +161,8 @@ class HRNet(nn.Module):
 def build_hrnet(preset='hrnet_32', **overrides):
     """HRNet of a preset ('hrnet_32', 'hrnet_48' as published; 'hrnet_tiny' for tests), with
     width -- channels of branch 0 (branch b has width * 2^b); modules -- modules of stages 2-4;
-    blocks -- BasicBlocks per branch in every module; stem_blocks -- Bottlenecks of layer1."""
+    blocks -- BasicBlocks per branch in every module; stem_blocks -- Bottlenecks of layer1;
+    stem_width -- channels of the stem convolutions (64; layer1 gives 4x as many)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown HRNet preset '{preset}'; choose one of {', '.join(PRESETS)}")
     return HRNet(**{**PRESETS[preset], **overrides})

@@ -107,7 +107,16 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args = [str(a) for a in (sys.argv[1:] if args is None else args)]
-        return super().parse_known_args(self.expand_recipe(args), namespace)
+        return super().parse_known_args(self.expand_config(self.expand_recipe(args)), namespace)
+
+    def expand_config(self, args):
+        """``args`` with the flags of its --config FILE in front (common/cli/config_files.py)."""
+        from common.cli.config_files import expand_config
+        from common.errors import UserError
+        try:
+            return expand_config(args)
+        except UserError as err:
+            self.error(str(err))
 
     def parse_args(self, args=None, namespace=None):
         namespace, extras = self.parse_known_args(args, namespace)
@@ -320,7 +329,7 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                         "on MPI-INF-3DHP files (-d 3dhp): mm, as those releases train and publish; else m)")
     g.add_argument('--eval-zero-root', choices=['auto', 'yes', 'no'], default='auto',
                    help="zero the predicted root before scoring (auto, the default: the model's paper convention)")
-    g.add_argument('-l', '--log', default=None, metavar='DIR',
+    g.add_argument('-l', '--log', '--logdir', default=None, metavar='DIR',
                    help='log directory (default: log/<dataset>_<model>_<time>)')
     g.add_argument('--nolog', action='store_true', help='no log directory (no tensorboard, log file)')
     g.add_argument('--results-json', default=TRAIN.results_json, metavar='FILE',
@@ -329,7 +338,37 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                    help='save training_curves.png')
     if viz:
         add_viz_arguments(p)
+    else:
+        add_image_model_arguments(p)
     return p
+
+
+def add_image_model_arguments(p):
+    """Flags of the models that lift from image features (Context-Aware PoseFormer)."""
+    g = p.add_argument_group('image models (Context-Aware PoseFormer; -d h36m_toolbox or synthetic_images)')
+    g.add_argument('--config', default=None, metavar='FILE',
+                   help="the release's configuration file (experiments/human36m/human36m.yaml), read as flags; "
+                        "flags typed on the command line override it")
+    g.add_argument('--backbone', choices=['hrnet_32', 'hrnet_48', 'cpn', 'hrnet_tiny'], default=None,
+                   help='frozen 2D backbone; hrnet_tiny: a narrow one for first runs on a CPU '
+                        '(default: the checkpoint\'s, else hrnet_32)')
+    g.add_argument('--backbone-weights', default=None, metavar='FILE',
+                   help="the backbone's COCO weights (pose_hrnet_w32_256x192.pth ...), or 'random' (synthetic data "
+                        "only) (default: data/pretrained/coco/<the release's file>, as the release)")
+    g.add_argument('--image-root', default=None, metavar='DIR',
+                   help='folder of the s_XX_act_XX_subact_XX_ca_XX image folders (default: <root_path>/images)')
+    g.add_argument('--train-labels', default=None, metavar='FILE',
+                   help='H36M-Toolbox training labels (default: <root_path>/h36m_train.pkl)')
+    g.add_argument('--test-labels', default=None, metavar='FILE',
+                   help='H36M-Toolbox validation labels (default: <root_path>/h36m_validation.pkl)')
+    g.add_argument('--feature-cache', default=None, metavar='DIR',
+                   help='train (and evaluate) from backbone feature maps cached in DIR, built there first if '
+                        'missing (default: run the backbone on every image)')
+    g.add_argument('--cache-only', action='store_true', help='build the --feature-cache and stop')
+    g.add_argument('--cache-dtype', choices=['float16', 'float32'], default='float16',
+                   help='storage type of the cached maps')
+    g.add_argument('--eval', action='store_true',
+                   help="the release's --eval: evaluate -c DIR/best_epoch_<backbone>.bin (DIR: checkpoint)")
 
 
 def add_viz_arguments(p):

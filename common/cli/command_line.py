@@ -59,6 +59,8 @@ def checkpoint_to_evaluate(args) -> Optional[str]:
     without --train 1 (P-STMO)."""
     if args.evaluate:
         return in_checkpoint_dir(args.evaluate, args.checkpoint)
+    if getattr(args, 'eval', False):   # Context-Aware PoseFormer's train.py --eval
+        return os.path.join(args.checkpoint, f"best_epoch_{args.backbone or 'hrnet_32'}.bin")
     if args.reload and args.previous_dir and args.train != 1:
         return compat.main_model_file(args.previous_dir)
     return None

@@ -201,14 +201,19 @@ def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config):
 def run(args, preset: ScriptPreset, info: DistInfo):
     from common.dist import configure_determinism, seed_everything
     check_conflicts(args)
+    from common.data.h36m_toolbox import IMAGE_DATASETS
+    if args.dataset in IMAGE_DATASETS:  # models that lift from image features: their own glue
+        from common.cli.image_runner import run_images
+        return run_images(args, preset, info)
     device = select_device(args.gpu, info)
     configure_determinism(args.deterministic)
     seed_everything(args.seed)  # the initial weights follow --seed (the same on every rank)
     train_seqs, test_seqs, spec, data = load_data(args, preset, test_only=checkpoint_to_evaluate(args) is not None)
     model, name, model_config, checkpoint, evaluate_path = prepare_model(args, spec)
     if 'image_features' in model.inputs:
-        raise UserError(f'{name} lifts from the feature maps of an image backbone; the keypoint datasets '
-                        f'(-d {args.dataset}) have no images, so it can neither train nor be evaluated here')
+        raise UserError(f'{name} needs an image dataset: it lifts from the feature maps of an image backbone and '
+                        f'-d {args.dataset} has no images; use -d h36m_toolbox --root_path DIR (H36M-Toolbox labels '
+                        f'and images) or -d synthetic_images')
     run_config = {'script': preset.script, 'model': name, 'model_config': model_config, 'tds': model.frame_step,
                   'data': asdict(data), 'argv': sys.argv[1:]}
     if info.is_main:

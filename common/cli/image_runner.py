@@ -19,6 +19,20 @@ from common.train.engine import TrainConfig
 from common.train.image_engine import ImageRun, evaluate_run, fit_images, make_loader
 
 DEFAULT_BACKBONE = 'hrnet_32'
+IMAGE_MODELS = ('context_pose',)   # registry names of the models that lift from image features
+
+
+def refuse_without_images(model: str, dataset: str):
+    """One line for an image model asked to run on a keypoint dataset."""
+    from models import get_entry
+    try:
+        name = get_entry(model).name
+    except KeyError:
+        return   # the runner reports unknown names
+    if name in IMAGE_MODELS:
+        raise UserError(f'{name} needs an image dataset: it lifts from the feature maps of an image backbone and '
+                        f'-d {dataset} has no images; use -d h36m_toolbox --root_path DIR (H36M-Toolbox labels '
+                        f'and images) or -d synthetic_images')
 
 
 def image_data_config(args) -> ImageDataConfig:

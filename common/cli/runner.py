@@ -205,6 +205,9 @@ def run(args, preset: ScriptPreset, info: DistInfo):
     if args.dataset in IMAGE_DATASETS:  # models that lift from image features: their own glue
         from common.cli.image_runner import run_images
         return run_images(args, preset, info)
+    if args.model:
+        from common.cli.image_runner import refuse_without_images
+        refuse_without_images(args.model, args.dataset)  # before any keypoint file is read
     device = select_device(args.gpu, info)
     configure_determinism(args.deterministic)
     seed_everything(args.seed)  # the initial weights follow --seed (the same on every rank)

@@ -81,7 +81,7 @@ def build_cache(directory, loader, extract: Callable, fingerprint: str, identity
     if os.path.exists(_meta_path(directory)):
         os.remove(_meta_path(directory))   # the old cache is being replaced: never half old, half new
     count, arrays = identity['images'], None
-    for batch in tqdm(loader, desc=description, unit='batch', leave=False):
+    for batch in tqdm(loader, desc=description, unit='batch', leave=False, disable=None):
         crops, indices = batch[0], batch[-1].numpy()
         per_view = [extract(crops, mirrored=bool(view)) for view in range(views)]
         if arrays is None:
@@ -122,6 +122,6 @@ class CachedFeatures(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         t = self.table
-        maps = [torch.from_numpy(np.asarray(level[index], np.float32)) for level in self.levels()]
+        maps = [torch.from_numpy(np.array(level[index], np.float32)) for level in self.levels()]
         return (maps, torch.from_numpy(t.keypoints_2d[index]), torch.from_numpy(t.crop_pixels[index]),
                 torch.from_numpy(t.pose3d[index][None]), index)

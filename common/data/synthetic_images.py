@@ -126,7 +126,7 @@ def write_split(directory, subjects, frames, rng, subactions):
     return labels
 
 
-def ensure_synthetic_images(directory, seed=0, frames=(8, 4)):
+def ensure_synthetic_images(directory, seed=0, frames=(6, 3)):
     """Write ``h36m_train.pkl``, ``h36m_validation.pkl`` and ``images/`` into ``directory``
     unless both label files are there; returns ``directory``. frames -- (train, test) frames per
     stream. Written in a temporary folder and moved in, so an interrupted run leaves nothing."""

@@ -60,7 +60,8 @@ def predict_images(network, loader, views: ViewMaker, flip: bool, info: DistInfo
     network.eval()
     mine = []
     try:
-        for batch in tqdm(loader, desc='evaluate', unit='batch', leave=False, disable=not info.is_main):
+        # disable=None: no bar when stderr is not a terminal
+        for batch in tqdm(loader, desc='evaluate', unit='batch', leave=False, disable=None if info.is_main else True):
             keypoints_2d, crop, features, _ = views(batch)
             pred = head(keypoints_2d, ref_from_crop_pixels(crop), features)
             if flip:

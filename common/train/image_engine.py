@@ -84,7 +84,8 @@ def train_epoch(objective, optimizer, loader, views, flips, cfg: TrainConfig, in
     """One pass; returns the mean training loss (metres) over all ranks."""
     total = torch.zeros(2, dtype=torch.float64)
     steps = min(len(loader), cfg.max_steps_per_epoch or len(loader))
-    bar = tqdm(total=steps, desc=f'epoch {epoch + 1}', unit='batch', leave=False, disable=not info.is_main)
+    bar = tqdm(total=steps, desc=f'epoch {epoch + 1}', unit='batch', leave=False,
+               disable=None if info.is_main else True)   # None: off when not a terminal
     try:
         for step, batch in enumerate(loader):
             if step >= steps:

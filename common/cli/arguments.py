@@ -368,7 +368,10 @@ def add_image_model_arguments(p):
     g.add_argument('--cache-dtype', choices=['float16', 'float32'], default='float16',
                    help='storage type of the cached maps')
     g.add_argument('--eval', action='store_true',
-                   help="the release's --eval: evaluate -c DIR/best_epoch_<backbone>.bin (DIR: checkpoint)")
+                   help="the release's --eval: evaluate -c DIR/best_epoch_<backbone>.bin, else DIR/best_epoch.bin "
+                        "(DIR: checkpoint)")
+    g.add_argument('--local_rank', '--local-rank', dest='local_rank', type=int, default=None, metavar='N',
+                   help='set by python -m torch.distributed.launch (the LOCAL_RANK variable is what is read)')
 
 
 def add_viz_arguments(p):

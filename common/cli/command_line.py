@@ -60,7 +60,9 @@ def checkpoint_to_evaluate(args) -> Optional[str]:
     if args.evaluate:
         return in_checkpoint_dir(args.evaluate, args.checkpoint)
     if getattr(args, 'eval', False):   # Context-Aware PoseFormer's train.py --eval
-        return os.path.join(args.checkpoint, f"best_epoch_{args.backbone or 'hrnet_32'}.bin")
+        named = os.path.join(args.checkpoint, f"best_epoch_{args.backbone or 'hrnet_32'}.bin")
+        plain = os.path.join(args.checkpoint, 'best_epoch.bin')   # the name its README downloads to
+        return plain if not os.path.exists(named) and os.path.exists(plain) else named
     if args.reload and args.previous_dir and args.train != 1:
         return compat.main_model_file(args.previous_dir)
     return None

@@ -53,6 +53,12 @@ def head_config(backbone: str, embed_dim=None, dropout=None) -> dict:
     return config
 
 
+def _backbone_of(state_dict) -> str:
+    """The HRNet a complete official network holds, from the width of its first branch."""
+    first = state_dict.get('backbone.transition1.0.0.weight')
+    return f'hrnet_{first.shape[0]}' if first is not None and first.shape[0] in (32, 48) else DEFAULT_BACKBONE
+
+
 def build_network(args, checkpoint=None):
     """(network, backbone name): from the checkpoint when evaluating one (ours: its record;
     the release's best_epoch.bin: recognised by its keys, backbone from --backbone), else from
@@ -60,12 +66,11 @@ def build_network(args, checkpoint=None):
     from models import build_model
     from models.context_pose import ContextPoseNetwork
     if checkpoint is not None:
-        _, ours, meta = split_checkpoint(checkpoint)
         name, config = compat.model_spec_from_checkpoint(checkpoint)
         stored = config.pop('image_backbone', None)
         if stored and args.backbone and args.backbone != stored:
             raise UserError(f'--backbone {args.backbone}, but the checkpoint holds a {stored} network: drop --backbone')
-        backbone_name = stored or args.backbone or DEFAULT_BACKBONE
+        backbone_name = stored or args.backbone or _backbone_of(split_checkpoint(checkpoint)[0])
         if name != 'context_pose':
             raise UserError(f'the checkpoint holds {name}, which lifts keypoints: evaluate it on a keypoint dataset')
         network = ContextPoseNetwork(build_backbone(backbone_name), build_model(name, **config), backbone_name)

@@ -95,3 +95,28 @@ def test_cache_gives_the_loss_of_the_images(image_data, tmp_path):
             losses.append(objective(keypoints_2d, crop, target, *features))
         torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
         assert losses[0].item() > 0.05   # an untrained head: a real loss, not zero
+
+
+def test_published_checkpoint_layout_evaluates_with_eval(image_data, reference_dir, tmp_path):
+    """The release's --eval on a best_epoch.bin of the published layout (the full-model fixture's
+    HRNet-W32 + small head): the per-action table and the action-wise average."""
+    import os
+    import pickle
+    fx = torch.load(os.path.join(reference_dir, 'models', 'context_pose_full_small.pt'), weights_only=True)
+    (tmp_path / 'checkpoint').mkdir()
+    torch.save(fx['checkpoint'], tmp_path / 'checkpoint' / 'best_epoch_hrnet_32.bin')
+    root = image_data / 'synthetic_images'
+    with open(root / 'h36m_validation.pkl', 'rb') as handle:
+        entries = pickle.load(handle)
+    few = [e for e in entries if e['subject'] == 9 and e['camera_id'] == 0 and e['subaction'] == 1][:6]
+    with open(tmp_path / 'few.pkl', 'wb') as handle:
+        pickle.dump(few, handle)   # 3 frames of 2 actions: the full-size backbone is slow on a CPU
+    code, out, err = run_inprocess(['-d', 'synthetic_images', '--root_path', image_data, '--test-labels',
+                                    tmp_path / 'few.pkl', '-c', tmp_path / 'checkpoint', '--eval', '--nolog',
+                                    '--results-json', tmp_path / 'eval.json'])
+    assert code == 0, err
+    results = json.loads((tmp_path / 'eval.json').read_text())
+    assert sorted(results['per_action']) == ['Directions', 'Walking']
+    assert re.search(r'^Walking +3 ', out, re.M) and 'Protocol #1   (MPJPE) action-wise average' in out
+    assert results['mpjpe'] == pytest.approx(np.mean([r['mpjpe'] for r in results['per_action'].values()]))
+    assert results['config']['model_config']['image_backbone'] == 'hrnet_32'

@@ -25,10 +25,11 @@ def state_of(table, prefix=''):
             for e in table['keys']}
 
 
-def test_hrnet_w32_fixture_features(reference_dir):
+def test_hrnet_w32_fixture_features(reference_dir, tmp_path):
     fx = torch.load(os.path.join(reference_dir, 'models', 'hrnet_w32_small.pt'), weights_only=True)
-    backbone = load_backbone_weights(build_backbone('hrnet_32'), 'hrnet_w32_small.pt', 'hrnet_32',
-                                     source=fx['checkpoint'])   # the COCO layout, final_layer.* included
+    path = tmp_path / 'pose_hrnet_w32_256x192.pth'
+    torch.save(fx['checkpoint'], path)   # the COCO file's layout, final_layer.* included
+    backbone = load_backbone_weights(build_backbone('hrnet_32'), str(path), 'hrnet_32')
     images = normalise_images(fx['image_uint8'])
     torch.testing.assert_close(images.permute(0, 3, 1, 2), fx['input'], **fx['config']['tolerance_input'])
     with torch.no_grad():

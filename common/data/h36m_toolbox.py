@@ -78,16 +78,21 @@ def keypoint_source(keypoints: str) -> str:
 def affine_matrix(center, scale, size=CROP_SIZE):
     """The release's 2 x 3 map from frame pixels to crop pixels: the box centre goes to the crop
     centre ((w - 1) / 2, (h - 1) / 2), and (scale_x * 200 - 1) frame pixels to (w - 1) crop pixels
-    along the vertical direction; three point pairs solved exactly."""
+    along the vertical direction; three point pairs (in float32, as the release) solved exactly.
+    center, scale [2] -> [2, 3], or [N, 2] -> [N, 2, 3]."""
     center = np.asarray(center, np.float64)
-    src_len = np.float32(np.asarray(scale, np.float64)[0] * 200.0 - 1) * -0.5
+    single = center.ndim == 1
+    center, scale = np.atleast_2d(center), np.atleast_2d(np.asarray(scale, np.float64))
+    src_len = (scale[:, 0] * 200.0 - 1).astype(np.float32) * np.float32(-0.5)
     width, height = size
     dst_centre = np.array([(width - 1) * 0.5, (height - 1) * 0.5])
-    src = np.stack([center, center + [0, src_len], center + [src_len, src_len]]).astype(np.float32)
     dst_len = (width - 1) * -0.5
-    dst = np.stack([dst_centre, dst_centre + [0, dst_len], dst_centre + [dst_len, dst_len]]).astype(np.float32)
-    lhs = np.concatenate([src.astype(np.float64), np.ones((3, 1))], 1)
-    return np.linalg.solve(lhs, dst.astype(np.float64)).T        # [2, 3]
+    corner = lambda length: np.stack([np.zeros_like(length), length], -1)
+    src = np.stack([center, center + corner(src_len), center + src_len[:, None]], 1).astype(np.float32)
+    dst = np.stack([dst_centre, dst_centre + [0, dst_len], dst_centre + dst_len]).astype(np.float32)
+    lhs = np.concatenate([src.astype(np.float64), np.ones((len(src), 3, 1))], 2)
+    matrices = np.linalg.solve(lhs, np.broadcast_to(dst.astype(np.float64), (len(src), 3, 2))).transpose(0, 2, 1)
+    return matrices[0] if single else matrices
 
 
 def crop_image(image, matrix, size=CROP_SIZE):
@@ -98,8 +103,9 @@ def crop_image(image, matrix, size=CROP_SIZE):
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
     src_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
-    channels = [map_coordinates(image[..., c].astype(np.float32), [src_y, src_x], order=1, mode='constant', cval=0.0)
-                for c in range(image.shape[2])]
+    # grid-constant: a sample near the border blends the edge pixel with the black outside
+    channels = [map_coordinates(image[..., c].astype(np.float32), [src_y, src_x], order=1, mode='grid-constant',
+                                cval=0.0) for c in range(image.shape[2])]
     return np.clip(np.rint(np.stack(channels, -1)), 0, 255).astype(np.uint8)
 
 
@@ -136,17 +142,16 @@ class LabelTable:
 
 
 def _frame_size(normalised, crop, center, scale):
-    """(w, h) of the frame that normalise(X) = X / w * 2 - [1, h / w] came from, recovered from the
-    crop pixels through the inverse warp (median over joints)."""
-    sizes = np.zeros((len(normalised), 2))
-    for i in range(len(normalised)):
-        inverse = np.linalg.inv(np.vstack([affine_matrix(center[i], scale[i]), [0, 0, 1]]))
-        pixels = crop[i].astype(np.float64) @ inverse[:2, :2].T + inverse[:2, 2]
-        usable = np.abs(normalised[i, :, 0] + 1) > 1e-3
-        w = np.median(2 * pixels[usable, 0] / (normalised[i, usable, 0] + 1)) if usable.any() else np.nan
-        h = np.median(2 * pixels[:, 1] - normalised[i, :, 1] * w)
-        sizes[i] = w, h
-    return sizes
+    """(w, h) [N, 2] of the frames that normalise(X) = X / w * 2 - [1, h / w] came from,
+    recovered from the crop pixels through the inverse warp (median over joints)."""
+    matrices = affine_matrix(center, scale)
+    square = np.concatenate([matrices, np.broadcast_to([0.0, 0.0, 1.0], (len(matrices), 1, 3))], 1)
+    inverse = np.linalg.inv(square)[:, :2]
+    pixels = np.einsum('nij,nkj->nki', inverse[:, :, :2], crop.astype(np.float64)) + inverse[:, None, :, 2]
+    ratio = np.where(np.abs(normalised[..., 0] + 1) > 1e-3, 2 * pixels[..., 0] / (normalised[..., 0] + 1), np.nan)
+    w = np.nanmedian(ratio, axis=1)
+    h = np.median(2 * pixels[..., 1] - normalised[..., 1] * w[:, None], axis=1)
+    return np.stack([w, h], 1)
 
 
 def read_labels(path: str, source: str = 'cpn', limit: Optional[int] = None) -> LabelTable:

@@ -118,7 +118,8 @@ class HRNet(nn.Module):
         self.conv2 = nn.Conv2d(stem, stem, 3, 2, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(stem, eps=BN_EPS)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = nn.Sequential(Bottleneck(stem, stem), *[Bottleneck(stem * 4, stem) for _ in range(stem_blocks - 1)])
+        self.layer1 = nn.Sequential(Bottleneck(stem, stem),
+                                    *[Bottleneck(stem * 4, stem) for _ in range(stem_blocks - 1)])
         previous = [stem * 4]
         for stage, count in zip((2, 3, 4), modules):
             channels = [width * 2 ** b for b in range(stage)]

@@ -173,7 +173,8 @@ def read_labels(path: str, source: str = 'cpn', limit: Optional[int] = None) -> 
         raise UserError(f"label file '{path}' has another layout (no {', '.join(missing[:3])}): {remake}")
     entries = entries[:limit] if limit else entries
     try:
-        pick = lambda key, shape: np.stack([np.asarray(e[key], np.float64) for e in entries]).reshape(len(entries), *shape)
+        def pick(key, shape):
+            return np.stack([np.asarray(e[key], np.float64) for e in entries]).reshape(len(entries), *shape)
         kp2d, crop = pick(f'joints_2d_{source}', (17, 2)), pick(f'joints_2d_{source}_crop', (17, 2))
         gt2d, gt_crop = pick('joints_2d_gt', (17, 2)), pick('joints_2d_gt_crop', (17, 2))
         joints3d, center, scale = pick('joints_3d', (17, 3)), pick('center', (2,)), pick('scale', (2,))

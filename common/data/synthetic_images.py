@@ -97,7 +97,7 @@ def write_split(directory, subjects, frames, rng, subactions):
                 world = h36m_raw_to_17(perform(ACTION_NAMES[action], frames, body, rng))
                 for camera in range(CAMERAS):
                     pose3d = _to_camera(world, rng.uniform(0, 2 * np.pi), rng.uniform(4.2, 4.8))
-                    folder = 's_{:02d}_act_{:02d}_subact_{:02d}_ca_{:02d}'.format(subject, action, subaction, camera + 1)
+                    folder = f's_{subject:02d}_act_{action:02d}_subact_{subaction:02d}_ca_{camera + 1:02d}'
                     os.makedirs(os.path.join(directory, 'images', folder), exist_ok=True)
                     background = _background(rng)
                     for frame in range(frames):

@@ -66,9 +66,10 @@ def load_backbone_weights(backbone, path, name: str, trust: bool = False, source
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         detail = f'missing {missing[0]}' if missing else f'unexpected {unexpected[0]}'
+        example = os.path.basename(RELEASE_WEIGHT_FILES.get(name, RELEASE_WEIGHT_FILES['hrnet_32']))
         raise UserError(f"backbone file '{path}' is not a {name} state dict ({len(missing)} missing, "
                         f"{len(unexpected)} unexpected keys; {detail}): pass the deep-high-resolution-net "
-                        f"COCO file, e.g. {os.path.basename(RELEASE_WEIGHT_FILES.get(name, 'pose_hrnet_w32_256x192.pth'))}")
+                        f"COCO file, e.g. {example}")
     with torch.no_grad():
         for key, value in state.items():
             own[key].copy_(value)

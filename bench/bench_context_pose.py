@@ -25,7 +25,7 @@ from common.eval.image_evaluation import ViewMaker
 from common.train.backbone_weights import build_backbone, weights_fingerprint
 from common.train.image_engine import HeadObjective, make_loader
 from models import build_model
-from models.context_pose import ContextPoseNetwork, normalise_images
+from models.context_pose import ContextPoseNetwork
 from models.hrnet import PRESETS
 
 
@@ -37,11 +37,11 @@ def synchronise(device):
 def extraction_rate(network, loader, device, batches):
     """Images per second of normalisation + backbone forward on decoded crops."""
     crops = [batch[0].to(device) for _, batch in zip(range(batches), loader)]
-    network.features(normalise_images(crops[0]))   # warm-up
+    network.features(network.normalise(crops[0]))   # warm-up
     synchronise(device)
     started = time.perf_counter()
     for batch in crops:
-        network.features(normalise_images(batch))
+        network.features(network.normalise(batch))
     synchronise(device)
     return sum(len(b) for b in crops) / (time.perf_counter() - started)
 
@@ -102,7 +102,7 @@ def main():
         per_second = extraction_rate(network, loader, device, batches=max(2, args.steps // 2))
 
         def extract(crops, mirrored):
-            batch = normalise_images(crops.to(device))
+            batch = network.normalise(crops.to(device))
             return network.features(batch.flip(2) if mirrored else batch)
         started = time.perf_counter()
         meta = build_cache(os.path.join(scratch, 'cache'), loader, extract, weights_fingerprint(network.backbone),

@@ -208,13 +208,17 @@ def context_pose(backbone='hrnet_32', base_dim=None, feature_channels=None, embe
 # ----------------------------------------------------------------------------- backbone + head
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # RGB order
+CPN_MEAN = (122.7717 / 255, 115.9465 / 255, 102.9801 / 255)                  # RGB, no std
 FLIP_LEFT, FLIP_RIGHT = [4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16]        # h36m_17 pairs
 
 
-def normalise_images(images_bgr):
+def normalise_images(images_bgr, backbone='hrnet_32'):
     """The release's input: uint8 crops [B, H, W, 3] in BGR (as decoded) -> float32 RGB,
-    (x / 255 - mean) / std with the ImageNet statistics, in this order (bit-equal to it)."""
+    (x / 255 - mean) / std with the ImageNet statistics for HRNet, x / 255 - CPN's pixel means
+    for CPN, in this order (bit-equal to the release)."""
     rgb = torch.flip(images_bgr, [-1]).float()
+    if backbone == 'cpn':
+        return rgb / 255.0 - rgb.new_tensor(CPN_MEAN)
     return (rgb / 255.0 - rgb.new_tensor(IMAGENET_MEAN)) / rgb.new_tensor(IMAGENET_STD)
 
 
@@ -264,6 +268,10 @@ class ContextPoseNetwork(nn.Module):
         super().train(mode)
         self.backbone.eval()
         return self
+
+    def normalise(self, images_bgr):
+        """uint8 crops [B, H, W, 3] BGR -> this backbone's normalised input."""
+        return normalise_images(images_bgr, self.backbone_name)
 
     def features(self, images):
         """images [B, H, W, 3] normalised -> the backbone's maps (no gradients)."""

@@ -6,12 +6,13 @@ from typing import List
 from common.errors import UserError
 
 
-def config_argv(path: str) -> List[str]:
-    """The flags a configuration file stands for."""
+def config_argv(path: str, typed=()) -> List[str]:
+    """The flags a configuration file stands for (``typed``: the command line, for readers whose
+    meaning depends on it)."""
     suffix = os.path.splitext(path)[1].lower()
     if suffix in ('.yaml', '.yml'):   # Context-Aware PoseFormer's experiments/*.yaml
         from common.cli.release_yaml import yaml_config_argv
-        return yaml_config_argv(path)
+        return yaml_config_argv(path, typed)
     raise UserError(f"--config {path}: unknown configuration format '{suffix or 'no suffix'}' (.yaml / .yml: a "
                     f"Context-Aware PoseFormer configuration)")
 
@@ -30,4 +31,4 @@ def expand_config(args: List[str]) -> List[str]:
         path = args[i + 1]
     else:
         path = args[i].split('=', 1)[1]
-    return config_argv(path) + list(args)
+    return config_argv(path, args) + list(args)

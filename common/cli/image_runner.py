@@ -54,7 +54,9 @@ def head_config(backbone: str, embed_dim=None, dropout=None) -> dict:
 
 
 def _backbone_of(state_dict) -> str:
-    """The HRNet a complete official network holds, from the width of its first branch."""
+    """The backbone a complete official network holds: CPN, or the HRNet of its first branch's width."""
+    if 'backbone.global_net.laterals.0.0.weight' in state_dict:
+        return 'cpn'
     first = state_dict.get('backbone.transition1.0.0.weight')
     return f'hrnet_{first.shape[0]}' if first is not None and first.shape[0] in (32, 48) else DEFAULT_BACKBONE
 
@@ -89,10 +91,8 @@ def cached_split(args, split, table, image_root, network, backbone_name, views, 
     meta = read_meta(directory)
     if meta is None:
         if info.is_main:
-            from models.context_pose import normalise_images
-
             def extract(crops, mirrored):
-                images = normalise_images(crops.to(device))
+                images = network.normalise(crops.to(device))
                 return network.features(images.flip(2) if mirrored else images)
             loader, _ = make_loader(ToolboxImages(table, image_root), args.batch_size, args.workers, DistInfo(),
                                     shuffle=False)

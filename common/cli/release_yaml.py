@@ -10,7 +10,7 @@ model.backbone.type                                --backbone
 model.backbone.checkpoint (if not the release's    --backbone-weights
 default file of that backbone)
 model.poseformer.embed_dim_ratio                   -cs (the head's token width)
-train.batch_size / n_epochs                        -b / -e
+train.batch_size / n_epochs                        -b (256 with CPN, as train.py) / -e
 train.volume_net_lr / volume_net_lr_decay          -lr / -lrd (and --weight-decay 0.1, train.py's)
 train.num_workers                                  --workers
 val.flip_test (false)                              -no-tta
@@ -22,7 +22,7 @@ Keys the release reads but that have one possible value here are checked instead
 ``model.backbone.fix_weights`` true (the backbone is frozen), ``loss.criterion`` MPJPE.
 ``model.poseformer.depth`` is never read by the release (the head has one block per level).
 """
-from typing import List
+from typing import List, Optional
 
 from common.errors import UserError
 
@@ -74,8 +74,20 @@ def _check(path, tree):
                         f"(human36m)")
 
 
-def yaml_config_argv(path) -> List[str]:
-    """The flags a release YAML file stands for (see the module docstring)."""
+def typed_backbone(typed) -> Optional[str]:
+    """The value of the last --backbone on the command line, if any."""
+    found = None
+    for i, token in enumerate(typed):
+        if token == '--backbone' and i + 1 < len(typed):
+            found = typed[i + 1]
+        elif token.startswith('--backbone='):
+            found = token.split('=', 1)[1]
+    return found
+
+
+def yaml_config_argv(path, typed=()) -> List[str]:
+    """The flags a release YAML file stands for (see the module docstring); ``typed``: the
+    command line (train.py sets batch 256 for --backbone cpn whatever the file says)."""
     tree = read_yaml(path)
     _check(path, tree)
     tokens = ['-d', 'h36m_toolbox', '--weight-decay', '0.1']
@@ -96,4 +108,6 @@ def yaml_config_argv(path) -> List[str]:
             tokens += [flag, str(value)]
     if _get(tree, 'val.flip_test', True) is False:
         tokens.append('-no-tta')
+    if (typed_backbone(typed) or backbone) == 'cpn':
+        tokens += ['-b', '256']
     return tokens

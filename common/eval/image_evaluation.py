@@ -35,7 +35,7 @@ class ViewMaker:
         self.network, self.cached, self.device = network, cached, device
 
     def __call__(self, batch, mirrored=False):
-        from models.context_pose import mirror_batch, mirror_keypoints, mirror_pose_3d, normalise_images
+        from models.context_pose import mirror_batch, mirror_keypoints, mirror_pose_3d
         source, keypoints_2d, crop_pixels, target = (
             [b.to(self.device) for b in batch[0]] if self.cached else batch[0].to(self.device),
             *(b.to(self.device) for b in batch[1:4]))
@@ -44,7 +44,7 @@ class ViewMaker:
             if mirrored:
                 keypoints_2d, crop_pixels = mirror_keypoints(keypoints_2d, crop_pixels)
         else:
-            images = normalise_images(source)
+            images = self.network.normalise(source)
             if mirrored:
                 images, keypoints_2d, crop_pixels = mirror_batch(images, keypoints_2d, crop_pixels)
             features = self.network.features(images)

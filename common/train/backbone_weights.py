@@ -3,7 +3,8 @@ its published weights file, and the fingerprint of the weights a feature cache r
 
 Published files: the COCO HRNet state dicts of deep-high-resolution-net
 (``pose_hrnet_w32_256x192.pth``, ``pose_hrnet_w48_256x192.pth``: no wrapper, no prefix, plus the
-unused heat-map head ``final_layer.*``). ``random`` builds a seeded random backbone instead (for
+unused heat-map head ``final_layer.*``) and CPN's ``CPN50_256x192.pth.tar`` (``{'epoch',
+'state_dict', 'optimizer'}``, ``module.`` keys, every entry used). ``random`` builds a seeded random backbone instead (for
 the synthetic dataset and tests only: its features mean nothing).
 """
 import hashlib
@@ -24,14 +25,13 @@ UNUSED_PREFIXES = ('final_layer.',)
 
 def build_backbone(name: str, seed: int = 0):
     """The backbone network called ``name`` (randomly initialised from ``seed``), frozen."""
+    from models.cpn import build_cpn
     from models.hrnet import PRESETS, build_hrnet
-    if name == 'cpn':
-        raise UserError('--backbone cpn is not available yet (HRNet only: --backbone hrnet_32 or hrnet_48)')
-    if name not in PRESETS:
-        raise UserError(f"unknown backbone '{name}'; choose one of {', '.join(PRESETS)}")
+    if name != 'cpn' and name not in PRESETS:
+        raise UserError(f"unknown backbone '{name}'; choose one of cpn, {', '.join(PRESETS)}")
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    backbone = build_hrnet(name)
+    backbone = build_cpn() if name == 'cpn' else build_hrnet(name)
     torch.random.set_rng_state(generator_state)
     for parameter in backbone.parameters():
         parameter.requires_grad_(False)

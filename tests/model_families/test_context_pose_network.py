@@ -102,3 +102,35 @@ def test_published_full_key_table_loads(reference_dir):
     assert ours == [(e['key'][len('module.'):], tuple(e['shape'])) for e in table['keys']]
     published = {'epoch': 3, 'lr': 0.00064, 'model': state_of(table), 'optimizer': {}}   # best_epoch.bin
     load_checkpoint(net, published)   # strict: no missing, no unexpected key
+
+
+def test_cpn_loads_the_published_file_layout(tmp_path):
+    """CPN50_256x192.pth.tar: {'epoch', 'state_dict', 'optimizer'}, module. keys, 582 entries
+    (97 convolutions, 97 BatchNorms), every one required, global_net.predict.* and
+    refine_net.final_predict.* included; four 256-channel maps of 64 x 48 for the 256 x 192 crop."""
+    backbone = build_backbone('cpn')
+    state = backbone.state_dict()
+    assert len(state) == 582
+    assert sum(k.endswith('running_var') for k in state) == 97 == sum(v.dim() == 4 for v in state.values())
+    assert any(k.startswith('global_net.predict.3.') for k in state)
+    assert state['refine_net.final_predict.0.conv3.weight'].shape == (256, 128, 1, 1)
+    published = {k: torch.full_like(v, 0.25) if v.is_floating_point() else v for k, v in state.items()}
+    path = tmp_path / 'CPN50_256x192.pth.tar'
+    torch.save({'epoch': 40, 'state_dict': {'module.' + k: v for k, v in published.items()}, 'optimizer': {}}, path)
+    load_backbone_weights(backbone, str(path), 'cpn')
+    assert backbone.refine_net.cascade[0][0].downsample[0].weight.mean().item() == pytest.approx(0.25)
+    partial = {'module.' + k: v for k, v in published.items() if not k.startswith('refine_net.final_predict')}
+    torch.save({'epoch': 40, 'state_dict': partial, 'optimizer': {}}, path)
+    with pytest.raises(UserError, match='CPN50_256x192.pth.tar.*missing refine_net.final_predict'):
+        load_backbone_weights(build_backbone('cpn'), str(path), 'cpn')
+    with torch.no_grad():
+        maps = build_backbone('cpn')(torch.zeros(1, 3, 256, 192))
+    assert [tuple(m.shape) for m in maps] == [(1, 256, 64, 48)] * 4
+
+
+def test_cpn_normalisation_has_no_std():
+    white = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)
+    expected = torch.tensor([1 - 122.7717 / 255, 1 - 115.9465 / 255, 1 - 102.9801 / 255])
+    torch.testing.assert_close(normalise_images(white, 'cpn')[0, 0, 0], expected)
+    imagenet = (1 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(normalise_images(white)[0, 0, 0], imagenet)

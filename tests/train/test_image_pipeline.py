@@ -69,7 +69,7 @@ def test_cache_gives_the_loss_of_the_images(image_data, tmp_path):
     from common.train.backbone_weights import build_backbone, weights_fingerprint
     from common.train.image_engine import HeadObjective, make_loader
     from models import build_model
-    from models.context_pose import ContextPoseNetwork, normalise_images
+    from models.context_pose import ContextPoseNetwork
     root = image_data / 'synthetic_images'
     table = read_labels(str(root / 'h36m_train.pkl'))
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def test_cache_gives_the_loss_of_the_images(image_data, tmp_path):
     images = ToolboxImages(table, str(root / 'images'))
 
     def extract(crops, mirrored):
-        batch = normalise_images(crops)
+        batch = network.normalise(crops)
         return network.features(batch.flip(2) if mirrored else batch)
     loader, _ = make_loader(images, 16, 0, DistInfo(), shuffle=False)
     meta = build_cache(str(tmp_path), loader, extract, weights_fingerprint(network.backbone), labels_identity(table),

@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from common.cli.image_runner import head_config
 from common.data.feature_cache import CachedFeatures, build_cache, labels_identity
 from common.data.h36m_toolbox import ToolboxImages, read_labels
 from common.data.synthetic_images import ensure_synthetic_images
@@ -75,7 +76,7 @@ def step_rate(network, loader, cached, device, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--small', action='store_true', help='hrnet_tiny backbone and a 16-wide head (CPU)')
-    parser.add_argument('--backbone', default=None, choices=list(PRESETS), help='default: hrnet_32 (tiny with --small)')
+    parser.add_argument('--backbone', default=None, choices=['cpn', *PRESETS], help='default: hrnet_32 (tiny with --small)')
     parser.add_argument('--batch', type=int, default=16, help='images per batch (default: 16)')
     parser.add_argument('--steps', type=int, default=6, help='timed head steps per source (default: 6)')
     parser.add_argument('--workers', type=int, default=2, help='DataLoader workers decoding images (default: 2)')
@@ -90,8 +91,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     backbone_name = args.backbone or ('hrnet_tiny' if args.small else 'hrnet_32')
-    width = PRESETS[backbone_name]['width']
-    head = build_model('context_pose', base_dim=width, embed_dim_ratio=16 if args.small else 128)
+    head = build_model('context_pose', **head_config(backbone_name, 16 if args.small else 128))
     network = ContextPoseNetwork(build_backbone(backbone_name), head, backbone_name).to(device)
 
     with tempfile.TemporaryDirectory() as scratch:

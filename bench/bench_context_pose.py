@@ -76,7 +76,8 @@ def step_rate(network, loader, cached, device, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--small', action='store_true', help='hrnet_tiny backbone and a 16-wide head (CPU)')
-    parser.add_argument('--backbone', default=None, choices=['cpn', *PRESETS], help='default: hrnet_32 (tiny with --small)')
+    parser.add_argument('--backbone', default=None, choices=['cpn', *PRESETS],
+                        help='default: hrnet_32 (tiny with --small)')
     parser.add_argument('--batch', type=int, default=16, help='images per batch (default: 16)')
     parser.add_argument('--steps', type=int, default=6, help='timed head steps per source (default: 6)')
     parser.add_argument('--workers', type=int, default=2, help='DataLoader workers decoding images (default: 2)')

@@ -53,6 +53,10 @@ def head_config(backbone: str, embed_dim=None, dropout=None) -> dict:
     return config
 
 
+def info_is_main() -> bool:
+    return os.environ.get('RANK', '0') == '0'
+
+
 def _backbone_of(state_dict) -> str:
     """The backbone a complete official network holds: CPN, or the HRNet of its first branch's width."""
     if 'backbone.global_net.laterals.0.0.weight' in state_dict:
@@ -80,6 +84,9 @@ def build_network(args, checkpoint=None):
     backbone_name = args.backbone or DEFAULT_BACKBONE
     weights = args.backbone_weights or RELEASE_WEIGHT_FILES.get(backbone_name)
     backbone = prepare_backbone(backbone_name, weights, args.seed, args.trust_checkpoint)
+    if weights == 'random' and args.dataset != 'synthetic_images' and info_is_main():
+        print(f'WARNING: --backbone-weights random on -d {args.dataset}: the features mean nothing (pass the COCO '
+              f'file of --backbone {backbone_name} for real training)')
     head = build_model('context_pose', **head_config(backbone_name, args.embed_dim, args.dropout))
     return ContextPoseNetwork(backbone, head, backbone_name), backbone_name
 

@@ -160,7 +160,7 @@ def fit_images(network, run: ImageRun, spec, cfg: TrainConfig, eval_cfg: EvalCon
         logger.print(format_results(results))
         written = [n for n in ('latest.pt', 'best.pt') if os.path.isfile(os.path.join(cfg.checkpoint_dir, n))]
         if written and cfg.epochs:
-            logger.print(f"INFO: checkpoints in {cfg.checkpoint_dir}: {', '.join(written)} (best.pt: best validation P1)"
+            logger.print(f"INFO: checkpoints in {cfg.checkpoint_dir}: {', '.join(written)} (best.pt: best P1)"
                          + (f'; log and results in {cfg.log_dir}' if cfg.log_dir else ''))
         write_results(results, run_config, cfg.results_json, cfg.log_dir)
     logger.close()

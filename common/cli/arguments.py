@@ -346,9 +346,10 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
 def add_image_model_arguments(p):
     """Flags of the models that lift from image features (Context-Aware PoseFormer)."""
     g = p.add_argument_group('image models (Context-Aware PoseFormer; -d h36m_toolbox or synthetic_images)')
-    g.add_argument('--config', default=None, metavar='FILE',
-                   help="the release's configuration file (experiments/human36m/human36m.yaml), read as flags; "
-                        "flags typed on the command line override it")
+    if '--config' not in p._option_string_actions:   # one --config for every release (suffix decides)
+        g.add_argument('--config', default=None, metavar='FILE',
+                       help="the release's configuration file; FILE.yaml: Context-Aware PoseFormer's "
+                            "experiments/human36m/human36m.yaml, read as flags; flags typed on the command line win")
     g.add_argument('--backbone', choices=['hrnet_32', 'hrnet_48', 'cpn', 'hrnet_tiny'], default=None,
                    help='frozen 2D backbone; hrnet_tiny: a narrow one for first runs on a CPU '
                         '(default: the checkpoint\'s, else hrnet_32)')

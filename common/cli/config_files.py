@@ -1,5 +1,6 @@
 """``--config FILE``: a configuration file read as flags placed before the typed ones, so that
-flags typed on the command line win. The reader is chosen by the file's suffix."""
+flags typed on the command line win. The reader is chosen by the file's suffix; files of other
+formats pass unchanged (their reader works on the parsed namespace)."""
 import os
 from typing import List
 
@@ -13,8 +14,7 @@ def config_argv(path: str, typed=()) -> List[str]:
     if suffix in ('.yaml', '.yml'):   # Context-Aware PoseFormer's experiments/*.yaml
         from common.cli.release_yaml import yaml_config_argv
         return yaml_config_argv(path, typed)
-    raise UserError(f"--config {path}: unknown configuration format '{suffix or 'no suffix'}' (.yaml / .yml: a "
-                    f"Context-Aware PoseFormer configuration)")
+    return []   # another format: read by its own reader after parsing (the namespace keeps --config)
 
 
 def expand_config(args: List[str]) -> List[str]:

@@ -4,6 +4,7 @@ feature cache, then training or evaluation. Called by common/cli/runner.py for t
 datasets; nothing below it sees the namespace."""
 import os
 import sys
+import time
 from dataclasses import asdict
 
 from common import compat
@@ -51,6 +52,13 @@ def head_config(backbone: str, embed_dim=None, dropout=None) -> dict:
     if dropout is not None:
         config['dropout'] = dropout
     return config
+
+
+def log_directory(args):
+    """-l DIR (the release's --logdir), else log/<dataset>_context_pose_<time>; None with --nolog."""
+    if args.nolog:
+        return None
+    return args.log or os.path.join('log', f"{args.dataset}_context_pose_{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def info_is_main() -> bool:
@@ -151,7 +159,6 @@ def run_images(args, preset, info: DistInfo):
         test_set = ToolboxImages(test_table, image_root)
         train_set = ToolboxImages(train_table, image_root) if train_table else None
     run = ImageRun(train_set, test_set, test_table, cached)
-    from common.cli.runner import default_log_dir
     eval_cfg = EvalConfig(flip=args.test_time_augmentation)
     run_config = {'script': preset.script, 'model': 'context_pose', 'model_config': network.model_config,
                   'data': asdict(data), 'feature_cache': args.feature_cache, 'argv': sys.argv[1:]}
@@ -160,11 +167,11 @@ def run_images(args, preset, info: DistInfo):
         if info.is_main:
             print(format_results(results))
             write_results(results, {**run_config, 'checkpoint': evaluate_path}, args.results_json,
-                          default_log_dir(args, 'context_pose'))
+                          log_directory(args))
         return results
     train_cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
         weight_decay=args.weight_decay, optimizer=args.optimizer, clip_grad=args.clip_grad, workers=args.workers,
-        seed=args.seed, checkpoint_dir=args.checkpoint, log_dir=default_log_dir(args, 'context_pose'),
+        seed=args.seed, checkpoint_dir=args.checkpoint, log_dir=log_directory(args),
         results_json=args.results_json, max_steps_per_epoch=args.max_steps_per_epoch)
     return fit_images(network, run, SPEC, train_cfg, eval_cfg, device, info, run_config)

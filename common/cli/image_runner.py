@@ -131,6 +131,11 @@ def run_images(args, preset, info: DistInfo):
     if args.resume or args.reload or args.MAE_reload or args.refine:
         raise UserError('--resume / --reload / --MAE_reload / --refine do not apply to image models: train anew '
                         'or evaluate with --evaluate FILE (or --eval)')
+    unused = [flag for flag, value in (('--amp', args.amp), ('--ema', args.ema), ('--compile', args.compile),
+                                       ('--accumulate', args.accumulate != 1)) if value]
+    if unused:
+        raise UserError(f"{', '.join(unused)}: not available for image models yet; drop "
+                        f"{'them' if len(unused) > 1 else 'it'}")
     device = select_device(args.gpu, info)
     seed_everything(args.seed)   # the initial head weights follow --seed
     data = image_data_config(args)
@@ -171,7 +176,8 @@ def run_images(args, preset, info: DistInfo):
         return results
     train_cfg = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
-        weight_decay=args.weight_decay, optimizer=args.optimizer, clip_grad=args.clip_grad, workers=args.workers,
+        weight_decay=args.weight_decay, optimizer=args.optimizer, warmup_epochs=args.warmup, clip_grad=args.clip_grad,
+        workers=args.workers,
         seed=args.seed, checkpoint_dir=args.checkpoint, log_dir=log_directory(args),
         results_json=args.results_json, max_steps_per_epoch=args.max_steps_per_epoch)
     return fit_images(network, run, SPEC, train_cfg, eval_cfg, device, info, run_config)

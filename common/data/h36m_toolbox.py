@@ -45,15 +45,13 @@ class ImageDataConfig:
     """dataset -- 'h36m_toolbox' or 'synthetic_images' (generated into <root_path>/synthetic_images);
     root_path -- the folder with h36m_train.pkl, h36m_validation.pkl and images/; image_root,
     train_labels, test_labels -- those three where they lie elsewhere (the release's YAML names
-    them); keypoints -- 2D source ('cpn' or 'gt'); limit -- read only the first N labels of each
-    file (quick checks)."""
+    them); keypoints -- 2D source ('cpn' or 'gt')."""
     dataset: str = 'h36m_toolbox'
     root_path: str = 'data'
     image_root: Optional[str] = None
     train_labels: Optional[str] = None
     test_labels: Optional[str] = None
     keypoints: str = 'cpn'
-    limit: Optional[int] = None
 
 
 def resolve_files(config: ImageDataConfig):

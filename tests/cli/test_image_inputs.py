@@ -139,3 +139,8 @@ def test_release_yaml_with_another_crop_is_one_line(tmp_path):
     tree = {**RELEASE_CONFIG, 'model': {**RELEASE_CONFIG['model'], 'image_shape': [256, 256]}}
     config = write_yaml(tmp_path / 'human36m.yaml', tree)
     assert_one_line_error(['--config', config], ['human36m.yaml', 'image_shape', '[192, 256]'])
+
+
+def test_engine_options_the_image_models_lack_are_refused(tmp_path):
+    assert_one_line_error(['-d', 'synthetic_images', '--root_path', tmp_path, '--ema', '0.99', '--nolog'],
+                          ['--ema', 'not available for image models'])

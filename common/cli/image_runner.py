@@ -75,7 +75,7 @@ def _backbone_of(state_dict) -> str:
 
 def build_network(args, checkpoint=None):
     """(network, backbone name): from the checkpoint when evaluating one (ours: its record;
-    the release's best_epoch.bin: recognised by its keys, backbone from --backbone), else from
+    the release's best_epoch.bin: recognised by its keys, backbone from --backbone or its keys), else from
     the flags with the backbone's COCO weights."""
     from models import build_model
     from models.context_pose import ContextPoseNetwork

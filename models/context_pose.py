@@ -203,3 +203,83 @@ def context_pose(backbone='hrnet_32', base_dim=None, feature_channels=None, embe
         feature_channels = [base] * levels if backbone == 'cpn' else [base * 2 ** i for i in range(levels)]
     return ContextPose(list(feature_channels), embed_dim_ratio, levels, num_joints, num_heads, mlp_ratio,
                        qkv_bias, deform_heads, deform_samples, dropout, attn_drop_rate, drop_path_rate)
+
+
+# ----------------------------------------------------------------------------- backbone + head
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # RGB order
+CPN_MEAN = (122.7717 / 255, 115.9465 / 255, 102.9801 / 255)                  # RGB, no std
+FLIP_LEFT, FLIP_RIGHT = [4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16]        # h36m_17 pairs
+
+
+def normalise_images(images_bgr, backbone='hrnet_32'):
+    """The release's input: uint8 crops [B, H, W, 3] in BGR (as decoded) -> float32 RGB,
+    (x / 255 - mean) / std with the ImageNet statistics for HRNet, x / 255 - CPN's pixel means
+    for CPN, in this order (bit-equal to the release)."""
+    rgb = torch.flip(images_bgr, [-1]).float()
+    if backbone == 'cpn':
+        return rgb / 255.0 - rgb.new_tensor(CPN_MEAN)
+    return (rgb / 255.0 - rgb.new_tensor(IMAGENET_MEAN)) / rgb.new_tensor(IMAGENET_STD)
+
+
+def mirror_keypoints(keypoints_2d, crop_pixels, crop_width=CROP_SIZE[0]):
+    """2D inputs [B, J, 2] of the mirrored view, as the release flips them: normalised x -> -x,
+    crop x -> width - x - 1, left/right joints swapped."""
+    keypoints_2d, crop_pixels = keypoints_2d.clone(), crop_pixels.clone()
+    keypoints_2d[..., 0] *= -1
+    crop_pixels[..., 0] = crop_width - crop_pixels[..., 0] - 1
+    swap = FLIP_LEFT + FLIP_RIGHT
+    keypoints_2d[:, swap] = keypoints_2d[:, FLIP_RIGHT + FLIP_LEFT]
+    crop_pixels[:, swap] = crop_pixels[:, FLIP_RIGHT + FLIP_LEFT]
+    return keypoints_2d, crop_pixels
+
+
+def mirror_batch(images, keypoints_2d, crop_pixels, crop_width=CROP_SIZE[0]):
+    """The mirrored view of a batch: images [B, H, W, 3] flipped along W, 2D as mirror_keypoints."""
+    return (torch.flip(images, [2]), *mirror_keypoints(keypoints_2d, crop_pixels, crop_width))
+
+
+def mirror_pose_3d(pose):
+    """A 3D prediction or target [B, F, J, 3] of the mirrored view, mirrored back."""
+    pose = pose.clone()
+    pose[..., 0] *= -1
+    pose[:, :, FLIP_LEFT + FLIP_RIGHT] = pose[:, :, FLIP_RIGHT + FLIP_LEFT]
+    return pose
+
+
+class ContextPoseNetwork(nn.Module):
+    """The release's complete network: a frozen image backbone and the lifting head, with the
+    official key names (``backbone.*``, ``volume_net.*``).
+
+    forward(images [B, H, W, 3] normalised RGB, keypoints_2d [B, J, 2], crop_pixels [B, J, 2])
+    -> [B, 1, J, 3] root-relative metres."""
+
+    def __init__(self, backbone: nn.Module, head: ContextPose, backbone_name: str):
+        super().__init__()
+        self.backbone, self.volume_net, self.backbone_name = backbone, head, backbone_name
+        self.model_name = getattr(head, 'model_name', None) or 'context_pose'
+        self.model_config = {**getattr(head, 'model_config', {}), 'image_backbone': backbone_name}
+        self.official_strict = True
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(False)
+
+    def train(self, mode=True):
+        """The backbone stays in eval mode (frozen BatchNorm statistics), as the release trains."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def normalise(self, images_bgr):
+        """uint8 crops [B, H, W, 3] BGR -> this backbone's normalised input."""
+        return normalise_images(images_bgr, self.backbone_name)
+
+    def features(self, images):
+        """images [B, H, W, 3] normalised -> the backbone's maps (no gradients)."""
+        with torch.no_grad():
+            return self.backbone(images.permute(0, 3, 1, 2).contiguous())
+
+    def forward(self, images, keypoints_2d, crop_pixels):
+        return self.volume_net(keypoints_2d, ref_from_crop_pixels(crop_pixels), self.features(images))
+
+    def convert_official_state_dict(self, state_dict):
+        return state_dict

@@ -27,6 +27,7 @@ from models import lifter_names
 from common.cli.flag_types import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH_01, directory,
                                    int_list, model_name, number, str_list)
 from common.cli.recipes import RecipeError, format_recipe_list, load_recipe
+from common.cli.release_arguments import add_image_model_arguments, add_uplift_release_arguments
 
 TRAIN, DATA, WINDOWS, EVALUATION = TrainConfig(), DataConfig(), WindowConfig(), EvalConfig()
 MODEL_DEFAULT = "default: the model's"
@@ -108,7 +109,16 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         args = [str(a) for a in (sys.argv[1:] if args is None else args)]
-        return super().parse_known_args(self.expand_recipe(args), namespace)
+        return super().parse_known_args(self.expand_config(self.expand_recipe(args)), namespace)
+
+    def expand_config(self, args):
+        """``args`` with the flags of its --config FILE in front (common/cli/config_files.py)."""
+        from common.cli.config_files import expand_config
+        from common.errors import UserError
+        try:
+            return expand_config(args)
+        except UserError as err:
+            self.error(str(err))
 
     def parse_args(self, args=None, namespace=None):
         namespace, extras = self.parse_known_args(args, namespace)
@@ -323,7 +333,7 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
                         "on MPI-INF-3DHP files (-d 3dhp): mm, as those releases train and publish; else m)")
     g.add_argument('--eval-zero-root', choices=['auto', 'yes', 'no'], default='auto',
                    help="zero the predicted root before scoring (auto, the default: the model's paper convention)")
-    g.add_argument('-l', '--log', default=None, metavar='DIR',
+    g.add_argument('-l', '--log', '--logdir', default=None, metavar='DIR',
                    help='log directory (default: log/<h36m or 3dhp>[_<-d>]_<model>_<time>, e.g. log/h36m_synthetic_stmo_20261202-101500)')
     g.add_argument('--nolog', action='store_true', help='no log directory (no tensorboard, log file)')
     g.add_argument('--results-json', default=TRAIN.results_json, metavar='FILE',
@@ -334,46 +344,11 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
         add_uplift_release_arguments(p)
     if viz:
         add_viz_arguments(p)
+    else:
+        add_image_model_arguments(p)
     from common.cli.wild_arguments import add_render_arguments
     add_render_arguments(p, viz)  # own video: --input-keypoints, -d custom --render (and --viz-* on run.py)
     return p
-
-
-def add_uplift_release_arguments(p):
-    """Uplift-and-Upsample's train.py / eval.py flags, with their meaning (common/cli/uplift_release.py)."""
-    g = p.add_argument_group('Uplift-and-Upsample release (its train.py / eval.py flags, with their meaning)')
-    g.add_argument('--config', default=None, metavar='FILE',
-                   help="configuration file; FILE.json: one of the release's config/*.json (the model, batch size, "
-                        "epochs, learning rate and decay, weight decay, optimiser, EMA, flips); flags typed here win")
-    g.add_argument('--weights', default=None, metavar='FILE',
-                   help='.h5 weights of the release (or our .pt): evaluate them, or start training from them when '
-                        'a training flag is given (--train_subset, --val_subset, --out_dir, --dataset amass, ...)')
-    g.add_argument('--train_subset', default=None, metavar='NAME',
-                   help='training subset: trainval (S1 S5 S6 S7 S8) or train (S1 S5 S6 S7); AMASS: train, '
-                        'train_debug (default when training: train)')
-    g.add_argument('--val_subset', default=None, metavar='NAME',
-                   help='subset evaluated after every epoch: val (S8), none; AMASS: val (default: val)')
-    g.add_argument('--test_subset', default=None, metavar='NAME',
-                   help='test subset: test (S9 S11), none (default: test when evaluating --weights; when training, '
-                        'evaluated after every epoch if --val_subset none)')
-    g.add_argument('--dataset_val', default=None, metavar='h36m|amass',
-                   help='dataset of the --val_subset when it is not the training dataset (-d)')
-    g.add_argument('--h36m_path', default=None, metavar='FILE',
-                   help='the Human3.6M 3D file data_3d_h36m.npz (its folder is read, like --root_path)')
-    g.add_argument('--dataset_2d_path', '--dataset_2d', dest='dataset_2d_path', default=None, metavar='FILE',
-                   help='the 2D file data_2d_h36m_<NAME>.npz, in the folder of --h36m_path (sets -k NAME)')
-    g.add_argument('--amass_path', default=None, metavar='DIR',
-                   help='with -d amass: the folder of the converted AMASS files [DATASET].npz (AMASS-to-3DHPE)')
-    g.add_argument('--amass_frame_rate', type=POSITIVE_INT, default=None, metavar='R',
-                   help='AMASS frames per second to train at, a divisor of the files\' rate (default: 50)')
-    g.add_argument('--out_dir', default=None, metavar='DIR', help='checkpoints and logs go here (-c DIR -l DIR)')
-    g.add_argument('--continue_training', nargs='?', const='True', default=None, metavar='True|False',
-                   help='continue the training in --out_dir from its latest.pt')
-    g.add_argument('--gpu_id', default=None, metavar='ID', help='the GPU to use (-gpu ID)')
-    g.add_argument('--action_wise', dest='action_wise', action='store_const', const=True, default=None,
-                   help='print the release\'s evaluation per action and the action-wise averages (the default)')
-    g.add_argument('--frame_wise', dest='action_wise', action='store_const', const=False,
-                   help='print the release\'s frame-wise evaluation only')
 
 
 def add_viz_arguments(p):

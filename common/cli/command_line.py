@@ -59,6 +59,10 @@ def checkpoint_to_evaluate(args) -> Optional[str]:
     without --train 1 (P-STMO)."""
     if args.evaluate:
         return in_checkpoint_dir(args.evaluate, args.checkpoint)
+    if getattr(args, 'eval', False):   # Context-Aware PoseFormer's train.py --eval
+        named = os.path.join(args.checkpoint, f"best_epoch_{args.backbone or 'hrnet_32'}.bin")
+        plain = os.path.join(args.checkpoint, 'best_epoch.bin')   # the name its README downloads to
+        return plain if not os.path.exists(named) and os.path.exists(plain) else named
     if args.reload and args.previous_dir and args.train != 1:
         return compat.main_model_file(args.previous_dir)
     return None

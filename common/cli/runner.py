@@ -232,6 +232,13 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         from common.cli.wild_command import run_custom
         return run_custom(args)
     check_conflicts(args)
+    from common.data.h36m_toolbox import IMAGE_DATASETS
+    if args.dataset in IMAGE_DATASETS:  # models that lift from image features: their own glue
+        from common.cli.image_runner import run_images
+        return run_images(args, preset, info)
+    if args.model:
+        from common.cli.image_runner import refuse_without_images
+        refuse_without_images(args.model, args.dataset)  # before any keypoint file is read
     device = select_device(args.gpu, info)
     configure_determinism(args.deterministic)
     seed_everything(args.seed)  # the initial weights follow --seed (the same on every rank)
@@ -242,8 +249,9 @@ def run(args, preset: ScriptPreset, info: DistInfo):
                         f'confidence); the datasets\' 2D has x, y: lift a video with it instead '
                         f'(render.py --input-keypoints FILE)')
     if 'image_features' in model.inputs:
-        raise UserError(f'{name} lifts from the feature maps of an image backbone; the keypoint datasets '
-                        f'(-d {args.dataset}) have no images, so it can neither train nor be evaluated here')
+        raise UserError(f'{name} needs an image dataset: it lifts from the feature maps of an image backbone and '
+                        f'-d {args.dataset} has no images; use -d h36m_toolbox --root_path DIR (H36M-Toolbox labels '
+                        f'and images) or -d synthetic_images')
     run_config = {'script': preset.script, 'model': name, 'model_config': model_config, 'tds': model.frame_step,
                   'data': asdict(data), 'argv': sys.argv[1:]}
     if info.is_main:

@@ -39,8 +39,13 @@ def given_dests(parser, argv) -> set:
     return {actions[t.split('=', 1)[0]].dest for t in map(str, argv) if t.split('=', 1)[0] in actions}
 
 
+YAML_SUFFIXES = ('.yaml', '.yml')
+
+
 def uses_release_flags(args) -> bool:
     dataset = str(getattr(args, 'dataset', ''))
+    if str(getattr(args, 'config', None) or '').lower().endswith(YAML_SUFFIXES):  # another release's file
+        return any(getattr(args, name, None) is not None for name in RELEASE_FLAGS if name != 'config')
     return any(getattr(args, name, None) is not None for name in RELEASE_FLAGS) or \
         dataset in AMASS_NAMES or dataset.endswith('.npz')
 
@@ -134,10 +139,12 @@ def apply_release_flags(args, given: set):
     if not uses_release_flags(args):
         return args
     settings = None
-    if args.config:
-        if not args.config.lower().endswith('.json'):
-            raise UserError(f'--config {args.config}: expected an Uplift-and-Upsample .json configuration')
-        settings = read_release_config(args.config)
+    config = args.config if args.config and not args.config.lower().endswith(YAML_SUFFIXES) else None
+    if config:  # a YAML file (Context-Aware PoseFormer) was read as flags before parsing
+        if not config.lower().endswith('.json'):
+            raise UserError(f'--config {config}: expected an Uplift-and-Upsample .json configuration '
+                            f'(or a Context-Aware PoseFormer .yaml)')
+        settings = read_release_config(config)
         if settings.ignored:
             print(f"INFO: {os.path.basename(args.config)}: no counterpart here, ignored: {', '.join(settings.ignored)}")
     if str(args.dataset).endswith('.npz'):   # eval.py's --dataset is the 3D file

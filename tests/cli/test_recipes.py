@@ -66,7 +66,7 @@ def test_training_recipes_build_the_release_model_family(recipe):
     args = parser_for(recipe.script).parse_args(['--recipe', recipe.name])
     family = recipe.name.split('_')[0]
     expected = {'pstmo': 'stmo', 'aptpose': 'aptpose', 'retnet': 'retnet', 'videopose': 'videopose',
-                'strided': 'strided', 'uplift': 'uplift_upsample'}.get(family)
+                'strided': 'strided', 'uplift': 'uplift_upsample', 'context': 'context_pose'}.get(family)
     training = args.train == 1 or not (args.evaluate or args.reload)
     if recipe.name.startswith('cpu_'):
         assert infer_model_name(args) == recipe.name[len('cpu_'):]

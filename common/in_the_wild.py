@@ -162,7 +162,7 @@ def lift(model, video: WildVideo, flip: bool = True, max_batch: int = 1024) -> n
     """[T, 17, 3] camera-frame metres, root-relative, one pose per frame of the video. A model taking
     three channels per joint (VideoPose3D trained with the detector's probability) gets the confidence."""
     pose2d = video.pose2d
-    if getattr(model, 'in_features', 2) == 3:
+    if model.in_features == 3:
         pose2d = np.concatenate([pose2d, video.confidence[..., None]], -1)
     retimed = bool(video.model_fps and video.fps and abs(video.model_fps - video.fps) > 1e-6)
     if retimed:

@@ -28,6 +28,7 @@ class Lifter(nn.Module):
     input_layout: str = 'h36m_17'  # joint layout of the 2D input (common.data.skeleton.LAYOUTS)
     output_layout: str = 'h36m_17'  # joint layout of the 3D output
     output_unit: str = 'm'  # 'm' or 'mm': what the network's numbers mean (common.data.pose_codec)
+    in_features: int = 2  # channels per 2D joint: x, y (3: and the detector's confidence)
     inputs: Tuple[str, ...] = ('keypoints',)  # also 'camera' (intrinsics, root depth), 'image_features'
     eval_zero_root: bool = False  # its paper scores the prediction with the root set to 0
     is_pretraining: bool = False  # a masked-pretraining stage: scored by its own objective

@@ -244,7 +244,7 @@ def run(args, preset: ScriptPreset, info: DistInfo):
     seed_everything(args.seed)  # the initial weights follow --seed (the same on every rank)
     train_seqs, test_seqs, spec, data = load_data(args, preset, test_only=checkpoint_to_evaluate(args) is not None)
     model, name, model_config, checkpoint, evaluate_path = prepare_model(args, spec)
-    if getattr(model, 'in_features', 2) != 2:
+    if model.in_features != 2:
         raise UserError(f'this {name} model takes {model.in_features} channels per joint (x, y and the detector\'s '
                         f'confidence); the datasets\' 2D has x, y: lift a video with it instead '
                         f'(render.py --input-keypoints FILE)')

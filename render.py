@@ -23,6 +23,7 @@ from common.data.datasets import H36M_SPEC, read_custom_keypoints, read_predicti
 from common.dist import DistInfo, select_device
 from common.errors import UserError, exit_status
 from common.eval.inference import predict_sequence
+from common.cli.inference_flags import prepare_inference
 from common.cli.runner import ScriptPreset, load_data, load_model_for_inference
 
 PRESET = ScriptPreset(script='render.py', dataset='h36m',
@@ -47,7 +48,9 @@ def predict(args, sequence, spec):
     if args.viz_predictions:
         return read_predictions(args.viz_predictions, spec.num_joints)
     device = select_device(args.gpu, DistInfo())
-    model = load_model_for_inference(args, spec, device)
+    model, exported = prepare_inference(args, load_model_for_inference(args, spec, device))
+    if exported:
+        return None
     pose2d = torch.from_numpy(sequence.pose2d).float()[None].to(device)
     joints = list(spec.skeleton.joints_left), list(spec.skeleton.joints_right)
     prediction = predict_sequence(model, pose2d, spec.flip_pairs if args.test_time_augmentation else None,
@@ -57,13 +60,15 @@ def predict(args, sequence, spec):
 
 def run(args):
     check_conflicts(args)
-    if not args.viz_output:
+    if not args.viz_output and not args.export:
         raise UserError('give --viz-output FILE (.gif, .mp4, .png, or no extension for both .gif and .mp4)')
-    paths = viz.output_paths(args.viz_output)
+    paths = viz.output_paths(args.viz_output) if args.viz_output else []
     if any(p.lower().endswith('.mp4') for p in paths):
         viz.ffmpeg_path()  # fail before the model runs
     sequence, spec, keypoint_bones = pick_sequence(args)
     prediction = predict(args, sequence, spec)
+    if prediction is None:  # --export: the files are written
+        return
     if args.viz_export:
         os.makedirs(os.path.dirname(os.path.abspath(args.viz_export)), exist_ok=True)
         np.save(args.viz_export, prediction)

@@ -22,7 +22,7 @@ from common.eval.backends import example_inputs
 RECORD_KEY = 'unilift_record'
 FORMATS = ('onnx', 'torchscript')
 ONNX_OPSET = 18  # grid_sample (Context-Aware PoseFormer) needs 16 or later
-EXPORT_TOLERANCE = 1e-4  # largest |file - eager| relative to the output's size, checked after writing
+EXPORT_TOLERANCE = 1e-3  # largest |file - eager| relative to the output size: catches a mistranslated graph
 
 
 class FlatInputs(nn.Module):

@@ -163,7 +163,7 @@ class ContextPose(Lifter):
         [B, J, 2], feature maps [B, C_l, H / 2^l, W / 2^l] (HRNet's strides on a 256x192 crop)."""
         joints = self.num_joints
         keypoints = torch.rand(batch, joints, 2, generator=generator) - 0.5
-        ref = torch.rand(batch, joints, 2, generator=generator) * 2 - 1
+        ref = torch.rand(batch, joints, 2, generator=generator) * 1.6 - 0.8  # joints inside the crop
         maps = [torch.randn(batch, embed.in_features, height >> level, width >> level, generator=generator)
                 for level, embed in enumerate(self.feat_embed)]
         return keypoints, ref, maps

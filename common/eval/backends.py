@@ -5,14 +5,16 @@ torch.compile, ONNX Runtime) chosen per run, behind the same interface as the li
 runs one window batch ([B, F, J, 2] -> [B, F_out, J, 3], F the receptive field, any B) on the
 chosen backend, ``predict_sequence`` predicts whole sequences the model's own way with that
 forward, and every other attribute is the lifter's. The first window batch of a run is also
-computed eagerly in fp32 and the largest difference is kept (``first_batch_difference_mm``);
+computed eagerly in fp32 and the largest difference is kept (``first_batch_difference_mm``, also in
+``record``);
 beyond the tolerance one warning line says so.
 
-bf16 runs the matrix products under autocast; norms and the output layer stay fp32 (bf16's 8-bit
-mantissa would round the output to about 1 mm), and the retention decay tables are built in fp32.
+bf16 stores the weights of the linear and convolution layers in bf16 and feeds them bf16 inputs
+(the kernels accumulate in fp32); their outputs, the residual stream, norms, softmax, attention,
+retention and its decay stay fp32, as do the first and the last layer (bf16's 8-bit mantissa would
+round the 2D input to about a pixel and the 3D output to about a millimetre).
 """
 import copy
-import functools
 import os
 import sys
 import tempfile
@@ -21,6 +23,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from common.data.pose_codec import unit_scale
 from common.data.skeleton import LAYOUTS
@@ -30,7 +33,6 @@ PRECISIONS = ('fp32', 'bf16')
 BACKENDS = ('eager', 'compile', 'onnxruntime')
 # first-batch check: largest allowed |backend - eager fp32| in mm, per precision
 TOLERANCE_MM = {'fp32': 0.1, 'bf16': 20.0}
-NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 @dataclass(frozen=True)
@@ -75,25 +77,34 @@ def _device_of(model):
     return next((p.device for p in model.parameters()), torch.device('cpu'))
 
 
-def _in_fp32(forward, device_type):
-    """``forward`` with autocast off and floating inputs in fp32."""
-    @functools.wraps(forward)
-    def run(*args, **kwargs):
-        with torch.autocast(device_type, enabled=False):
-            return forward(*[a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args],
-                           **kwargs)
-    return run
+def _bf16_forward(module):
+    """``module``'s forward with its weights stored once in bf16: inputs cast to bf16, the
+    products accumulated in fp32 by the bf16 kernels, the output back in fp32."""
+    weight = module.weight.detach().to(torch.bfloat16)
+    bias = None if module.bias is None else module.bias.detach().to(torch.bfloat16)
+    if isinstance(module, nn.Linear):
+        return lambda x: F.linear(x.to(torch.bfloat16), weight, bias).float()
+    return lambda x: module._conv_forward(x.to(torch.bfloat16), weight, bias).float()
 
 
 def bf16_copy(model):
-    """A copy of ``model`` whose norms and last linear / convolution layer run in fp32 under
-    autocast (the rest of the matrix products then run in bf16)."""
+    """A copy of ``model`` whose linear and convolution layers run in bf16, except the first
+    and the last (the 2D input and the 3D output keep fp32's resolution). Everything between
+    the layers -- residual sums, norms, softmax and attention, retention and its decay -- stays
+    fp32, and so does any weight a model applies by itself (RetNet's fused projections)."""
     model = copy.deepcopy(model)
-    device_type = _device_of(model).type
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
-    keep = [m for m in model.modules() if isinstance(m, NORMS)] + layers[-1:]
-    for module in keep:
-        module.forward = _in_fp32(module.forward, device_type)
+    layers = []  # in the order one forward pass calls them: the first reads the input, the last writes the output
+    hooks = [m.register_forward_pre_hook(lambda m, _: layers.append(m) if m not in layers else None)
+             for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model(*[t.to(_device_of(model)) if torch.is_tensor(t) else [m.to(_device_of(model)) for m in t]
+                    for t in example_inputs(model, 1)])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for module in layers[1:-1]:
+        module.forward = _bf16_forward(module)
     return model
 
 
@@ -137,7 +148,8 @@ class AcceleratedLifter(nn.Module):
         self.lifter = lifter.eval()
         self.config = config
         self.announce = announce
-        self.first_batch_difference_mm = None
+        # what the results JSON records; the first-batch check fills in the difference
+        self.record = {'precision': config.precision, 'backend': config.backend, 'first_batch_difference_mm': None}
         self._sequence_note_done = False
         self._forward_called = False
         runner = bf16_copy(lifter) if config.precision == 'bf16' else lifter
@@ -145,8 +157,6 @@ class AcceleratedLifter(nn.Module):
         if config.backend == 'compile':
             self._window = torch.compile(runner.forward, backend=config.compiler, dynamic=True)
         elif config.backend == 'onnxruntime':
-            with torch.no_grad():
-                lifter(*[t.to(_device_of(lifter)) for t in example_inputs(lifter)])  # warm the caches
             self._window = onnxruntime_forward(lifter)
         else:
             self._window = runner.forward
@@ -157,21 +167,19 @@ class AcceleratedLifter(nn.Module):
         except AttributeError:
             return getattr(self._modules['lifter'], name)
 
-    def _precision(self):
-        if self.config.precision == 'bf16':
-            return torch.autocast(_device_of(self.lifter).type, dtype=torch.bfloat16)
+    def _precision(self):  # bf16 lives in the layers of bf16_copy; no autocast anywhere
         return torch.autocast(_device_of(self.lifter).type, enabled=False)
 
     def _checked_window(self, *inputs):
         self._forward_called = True
         with self._precision():
             out = self._window(*inputs).float()
-        if self.first_batch_difference_mm is None and (self.config.backend != 'eager'
+        if self.record['first_batch_difference_mm'] is None and (self.config.backend != 'eager'
                                                        or self.config.precision != 'fp32'):
             with torch.autocast(_device_of(self.lifter).type, enabled=False):
                 reference = type(self.lifter).forward(self.lifter, *inputs)
             gap = (out - reference).abs().max().item() * 1000 / unit_scale(self.lifter)
-            self.first_batch_difference_mm = gap
+            self.record['first_batch_difference_mm'] = gap
             if gap > self.config.tolerance:
                 self.announce(f'WARNING: --backend {self.config.backend} --precision {self.config.precision} '
                               f'differs from eager fp32 by {gap:.3g} mm on the first batch (tolerance '
@@ -206,10 +214,10 @@ class AcceleratedLifter(nn.Module):
                           f'(export, streaming), its sequences run eager in {self.config.precision}')
         return out
 
-    def summary(self) -> dict:
-        """What the results JSON records about the run's inference."""
-        return {'precision': self.config.precision, 'backend': self.config.backend,
-                'first_batch_difference_mm': self.first_batch_difference_mm}
+    @property
+    def first_batch_difference_mm(self):
+        """max |backend - eager fp32| on the first window batch, mm (None before it ran)."""
+        return self.record['first_batch_difference_mm']
 
 
 def accelerate(model, config: InferenceConfig, announce=None):

@@ -82,8 +82,9 @@ def official_model(name, model, directory, config):
             spec = importlib.util.spec_from_file_location('videopose3d_model', f'{directory}/common/model.py')
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            reference = module.TemporalModel(17, 2, 17, filter_widths=config['filter_widths'],
-                                      channels=config['channels']).eval()
+            # its window model (strided convolutions, what its training runs); same keys as TemporalModel
+            reference = module.TemporalModelOptimized1f(17, 2, 17, filter_widths=config['filter_widths'],
+                                                        channels=config['channels']).eval()
             load_checkpoint(model, {'model_pos': reference.state_dict()})
             return reference, 'VideoPose3D release'
     finally:

@@ -76,11 +76,6 @@ class RetentionTables(NamedTuple):
     value_decay: torch.Tensor  # [J', H, L, 1] gamma^(L-1-t): decay until the segment's end
     total_decay: torch.Tensor  # [J', H, 1, 1] gamma^L
 
-    def real(self, name):
-        """A complex table as real pairs [..., d/2, 2] (a view): traced graphs (ONNX, inductor)
-        have no complex numbers."""
-        return torch.view_as_real(getattr(self, name))
-
 
 def tracing() -> bool:
     """Inside torch.compile / torch.export / torch.jit.trace: no data pointers, no complex views."""

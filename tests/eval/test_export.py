@@ -82,3 +82,16 @@ def test_a_failed_export_leaves_the_old_file_and_bad_files_are_named(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / 'foreign.pt'))
     with pytest.raises(UserError, match='not exported by this program'):
         load_exported(str(tmp_path / 'foreign.pt'))
+
+
+def test_cpu_inference_in_passes_does_not_fix_the_exported_batch(tmp_path, monkeypatch):
+    """Paper-sized windows (243 x 17 tokens) run one window per pass on the CPU; the exported
+    graph must still take any batch (found when exporting MixSTE-243)."""
+    import models.blocks
+    monkeypatch.setattr(models.blocks, 'CPU_INFERENCE_TOKENS', 9 * 17)  # one tiny window per pass
+    model = tiny_model('mixste')
+    path = str(tmp_path / 'mixste.onnx')
+    export_model(model, 'onnx', path)
+    x = example_inputs(model, 3, seed=2)[0]
+    with torch.no_grad():
+        assert torch.allclose(load_exported(path)(x), model(x), atol=1e-4, rtol=0)

@@ -117,7 +117,7 @@ class OnnxRuntimeForward:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors reach the caller as exceptions; no extra log lines
+        options.log_severity_level = 4  # errors reach the caller as exceptions; no extra log lines
         providers = [p for p in ('CUDAExecutionProvider', 'CPUExecutionProvider') if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(path, options, providers=providers)
         self.names = [i.name for i in self.session.get_inputs()]

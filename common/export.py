@@ -104,7 +104,9 @@ def _largest_gap(path, fmt, module, check):
     with torch.no_grad():
         expected = _outputs(module(*check))
         if fmt == 'torchscript':
-            got = _outputs(torch.jit.load(path, map_location='cpu')(*[t.cpu() for t in check]))
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', DeprecationWarning)
+                got = _outputs(torch.jit.load(path, map_location='cpu')(*[t.cpu() for t in check]))
         else:
             from common.eval.backends import OnnxRuntimeForward
             session = OnnxRuntimeForward(path).session
@@ -238,7 +240,9 @@ class ExportedModel:
         self.format = 'torchscript' if magic == b'PK' else 'onnx'
         if self.format == 'torchscript':
             extra = {RECORD_KEY + '.json': ''}
-            self.module = torch.jit.load(path, map_location='cpu', _extra_files=extra)
+            with warnings.catch_warnings():  # torch marks TorchScript deprecated; the files still load
+                warnings.simplefilter('ignore', DeprecationWarning)
+                self.module = torch.jit.load(path, map_location='cpu', _extra_files=extra)
             text = extra[RECORD_KEY + '.json']
         else:
             from common.eval.backends import OnnxRuntimeForward

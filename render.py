@@ -48,9 +48,7 @@ def predict(args, sequence, spec):
     if args.viz_predictions:
         return read_predictions(args.viz_predictions, spec.num_joints)
     device = select_device(args.gpu, DistInfo())
-    model, exported = prepare_inference(args, load_model_for_inference(args, spec, device))
-    if exported:
-        return None
+    model, _ = prepare_inference(args, load_model_for_inference(args, spec, device))
     pose2d = torch.from_numpy(sequence.pose2d).float()[None].to(device)
     joints = list(spec.skeleton.joints_left), list(spec.skeleton.joints_right)
     prediction = predict_sequence(model, pose2d, spec.flip_pairs if args.test_time_augmentation else None,
@@ -65,10 +63,12 @@ def run(args):
     paths = viz.output_paths(args.viz_output) if args.viz_output else []
     if any(p.lower().endswith('.mp4') for p in paths):
         viz.ffmpeg_path()  # fail before the model runs
+    if args.export:  # write the model's files and stop: no sequence to render
+        spec = H36M_SPEC if args.viz_custom else load_data(args, PRESET)[2]
+        prepare_inference(args, load_model_for_inference(args, spec, select_device(args.gpu, DistInfo())))
+        return
     sequence, spec, keypoint_bones = pick_sequence(args)
     prediction = predict(args, sequence, spec)
-    if prediction is None:  # --export: the files are written
-        return
     if args.viz_export:
         os.makedirs(os.path.dirname(os.path.abspath(args.viz_export)), exist_ok=True)
         np.save(args.viz_export, prediction)

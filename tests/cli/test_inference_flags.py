@@ -72,3 +72,13 @@ def test_help_explains_the_inference_flags(capsys):
     from common.cli.arguments import build_parser
     text = build_parser('render.py', viz=True).format_help()
     assert all(flag in text for flag in ('--precision', '--backend', '--export FORMAT FILE', 'inference'))
+
+
+def test_render_exports_without_a_sequence_to_render(trained, capsys):
+    import render
+    data, root = trained
+    path = root / 'rendered' / 'mixste.pt'
+    code = render.main(['-d', 'h36m', '-k', 'gt', '--root_path', str(data), '-str', 'S1', '-ste', 'S9',
+                        '-c', str(root / 'ck'), '--evaluate', 'latest.pt', '--export', 'torchscript', str(path)])
+    assert code == 0 and load_exported(str(path)).record['model'] == 'mixste'
+    assert f'exported to {path}' in capsys.readouterr().out

@@ -130,13 +130,14 @@ class OnnxRuntimeForward:
         return torch.from_numpy(self.session.run(None, feeds)[0]).to(device)
 
 
-def onnxruntime_forward(model, directory=None):
-    """Export ``model``'s window forward to a temporary ONNX file and open it in a session."""
+def onnxruntime_forward(model):
+    """Export ``model``'s window forward to a temporary ONNX file and open it in a session (which
+    holds the graph in memory: the file is removed)."""
     from common.export import export_onnx
-    directory = directory or tempfile.mkdtemp(prefix='unilift_onnx_')
-    path = os.path.join(directory, 'window.onnx')
-    export_onnx(model, path)
-    return OnnxRuntimeForward(path)
+    with tempfile.TemporaryDirectory(prefix='unilift_onnx_') as directory:
+        path = os.path.join(directory, 'window.onnx')
+        export_onnx(model, path)
+        return OnnxRuntimeForward(path)
 
 
 class AcceleratedLifter(nn.Module):

@@ -25,6 +25,7 @@ from common.data.datasets import H36M_SPEC, read_custom_keypoints, read_predicti
 from common.dist import DistInfo, select_device
 from common.errors import UserError, exit_status
 from common.eval.inference import predict_sequence
+from common.cli.inference_flags import prepare_inference
 from common.cli.runner import ScriptPreset, load_data, load_model_for_inference
 from common.cli.wild_command import run_custom
 
@@ -51,7 +52,7 @@ def predict(args, sequence, spec):
     if args.viz_predictions:
         return read_predictions(args.viz_predictions, spec.num_joints)
     device = select_device(args.gpu, DistInfo())
-    model = load_model_for_inference(args, spec, device)
+    model, _ = prepare_inference(args, load_model_for_inference(args, spec, device))
     pose2d = torch.from_numpy(sequence.pose2d).float()[None].to(device)
     joints = list(spec.skeleton.joints_left), list(spec.skeleton.joints_right)
     prediction = predict_sequence(model, pose2d, spec.flip_pairs if args.test_time_augmentation else None,
@@ -63,11 +64,15 @@ def run(args):
     if args.input_keypoints or args.dataset == 'custom':  # one's own video: a detector's file, or -d custom
         return run_custom(args, rendering=True)
     check_conflicts(args)
-    if not args.viz_output:
+    if not args.viz_output and not args.export:
         raise UserError('give --viz-output FILE (.gif, .mp4, .png, or no extension for both .gif and .mp4)')
-    paths = viz.output_paths(args.viz_output)
+    paths = viz.output_paths(args.viz_output) if args.viz_output else []
     if any(p.lower().endswith('.mp4') for p in paths):
         viz.ffmpeg_path()  # fail before the model runs
+    if args.export:  # write the model's files and stop: no sequence to render
+        spec = H36M_SPEC if args.viz_custom else load_data(args, PRESET)[2]
+        prepare_inference(args, load_model_for_inference(args, spec, select_device(args.gpu, DistInfo())))
+        return
     sequence, spec, keypoint_bones = pick_sequence(args)
     prediction = predict(args, sequence, spec)
     if args.viz_export:

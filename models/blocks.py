@@ -103,6 +103,7 @@ def in_cache_sized_passes(run, x):
     frames x joints, since larger passes run the layout copies and norms of the joint/frame
     transformers out of cache (several times slower per frame). One pass otherwise."""
     per_pass = max(1, CPU_INFERENCE_TOKENS // (x.shape[1] * x.shape[2]))
-    if x.device.type != 'cpu' or torch.is_grad_enabled() or x.shape[0] <= per_pass:
+    if x.device.type != 'cpu' or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing() \
+            or x.shape[0] <= per_pass:  # traced graphs (export) keep one pass: their batch is free
         return run(x)
     return torch.cat([run(part) for part in x.split(per_pass)])

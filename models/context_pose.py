@@ -75,21 +75,21 @@ class DeformableContextBlock(nn.Module):
 
     def forward(self, x, ref, features, intermediates=None, prefix=''):
         coord, tokens = x[:, :1], x[:, 1:]
-        batch, levels, joints, dim = tokens.shape
+        _, levels, joints, dim = tokens.shape  # -1 for the batch below: traced graphs keep it free
         query = self.norm1(tokens + coord)
         weight_logits = self.attention_weights(query)
         offset_logits = self.sampling_offsets(query)
         if intermediates is not None:
             intermediates[prefix + '_attention_weights_linear'] = weight_logits
             intermediates[prefix + '_sampling_offsets_linear'] = offset_logits
-        weights = weight_logits.view(batch, levels, joints, self.num_heads, self.num_samples, 1).softmax(-2)
+        weights = weight_logits.view(-1, levels, joints, self.num_heads, self.num_samples, 1).softmax(-2)
         points = self.num_heads * self.num_samples
-        positions = offset_logits.view(batch, levels, joints, points, 2).tanh() + ref[:, None, :, None]
+        positions = offset_logits.view(-1, levels, joints, points, 2).tanh() + ref[:, None, :, None]
         # one map per level, with its own channel count: a short loop over the levels
         sampled = torch.stack([embed(sample_at(level_map, positions[:, level], 'border'))
                                for level, (embed, level_map) in enumerate(zip(self.embed_proj, features))], 1)
-        sampled = sampled.view(batch, levels, joints, self.num_heads, self.num_samples, -1)
-        context = (weights * sampled).sum(-2).reshape(batch, levels, joints, dim)
+        sampled = sampled.unflatten(3, (self.num_heads, self.num_samples))
+        context = (weights * sampled).sum(-2).reshape(-1, levels, joints, dim)
         tokens = tokens + self.drop_path(context)
         tokens = tokens + self.drop_path(self.mlp(self.norm2(tokens)))
         return torch.cat([coord, tokens], 1)
@@ -150,13 +150,23 @@ class ContextPose(Lifter):
             x = block(x)
             if inter is not None:
                 inter[f'res_block_{index}'] = x
-        x = x.unflatten(0, (batch, self.num_joints)).flatten(2)      # [B, J, (L+1)*C]
+        x = x.reshape(batch, self.num_joints, -1)                   # [B, J, (L+1)*C]
         for index, block in enumerate(self.joint_blocks):
             x = block(x)
             if inter is not None:
                 inter[f'joint_block_{index}'] = x
         out = self.head(x)[:, None]
         return (out, inter) if return_intermediates else out
+
+    def example_inputs(self, batch, generator=None, height=64, width=48):
+        """forward's arguments for ``batch`` crops (export, benchmarks): keypoints and ref
+        [B, J, 2], feature maps [B, C_l, H / 2^l, W / 2^l] (HRNet's strides on a 256x192 crop)."""
+        joints = self.num_joints
+        keypoints = torch.rand(batch, joints, 2, generator=generator) - 0.5
+        ref = torch.rand(batch, joints, 2, generator=generator) * 1.6 - 0.8  # joints inside the crop
+        maps = [torch.randn(batch, embed.in_features, height >> level, width >> level, generator=generator)
+                for level, embed in enumerate(self.feat_embed)]
+        return keypoints, ref, maps
 
     def training_loss(self, keypoints_2d, ref, features, target):
         """Official criterion: MPJPE without alignment; target [B, 1, J, 3] root-relative."""

@@ -33,6 +33,11 @@ class PoseRefiner(Lifter):
                                          nn.Dropout(0.5), nn.Linear(hidden, 2 * num_joints),
                                          nn.Sigmoid())
 
+    def example_inputs(self, batch, generator=None):
+        """forward's arguments for ``batch`` frames: the lifted pose and the rebuilt one [B, 1, J, 3]."""
+        joints = self.post_refine[-2].out_features // 2
+        return tuple(torch.rand(batch, 1, joints, 3, generator=generator) - 0.5 for _ in range(2))
+
     def forward(self, x, x_1):
         b, t, j, _ = x.shape
         score = self.post_refine(torch.cat([x, x_1], -1).reshape(b, -1)).view(b, t, j, 2)

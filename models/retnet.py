@@ -77,9 +77,18 @@ class RetentionTables(NamedTuple):
     total_decay: torch.Tensor  # [J', H, 1, 1] gamma^L
 
 
+def tracing() -> bool:
+    """Inside torch.compile / torch.export / torch.jit.trace: no data pointers, no complex views."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def _rotate(x, rotation):
     """xPos on the last axis: interleaved pair i (x0, x1) as a complex number times
     rotation[..., i], i.e. (x0 c - x1 s, x1 c + x0 s). x [..., L, d] -> contiguous [..., L, d]."""
+    if tracing():  # the same product in real pairs
+        pair, turn = x.unflatten(-1, (-1, 2)), torch.view_as_real(rotation)
+        x0, x1, c, s = pair[..., 0], pair[..., 1], turn[..., 0], turn[..., 1]
+        return torch.stack((x0 * c - x1 * s, x1 * c + x0 * s), -1).flatten(-2)
     if x.stride(-1) != 1 or x.storage_offset() % 2 or any(st % 2 for st in x.stride()[:-1]):
         x = x.contiguous()  # the complex view needs even strides
     return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * rotation).flatten(-2)
@@ -87,8 +96,11 @@ def _rotate(x, rotation):
 
 def _shift_keys_(state, rotation):
     """Apply a key rotation, in place, to the key axis (the last one, in pairs) of a
-    contiguous state [..., d_v, d_k]."""
+    contiguous state [..., d_v, d_k]; returns the state."""
+    if tracing():
+        return _rotate(state, rotation)
     torch.view_as_complex(state.unflatten(-1, (-1, 2))).mul_(rotation)
+    return state
 
 
 class MultiScaleRetention(nn.Module):
@@ -110,6 +122,7 @@ class MultiScaleRetention(nn.Module):
         self._cache_size = cache_size     # bounded: the last segment of every sequence has its own length
         self._weight_cache = (None, None)
         self._fingerprint = (None, None)
+        self._traced_tables = {}  # length -> tables of the latest eager passes (see tables())
 
     def _decay_constants(self):
         gamma = torch.stack([head.gamma for head in self.retentions])   # [H, J] or [H]
@@ -140,6 +153,11 @@ class MultiScaleRetention(nn.Module):
 
     def tables(self, length):
         """Cached RetentionTables for a segment of ``length`` frames (rebuilt when the decays change)."""
+        if tracing():  # constants of the graph: the tables of the eager pass before it
+            length = int(length)
+            if length not in self._traced_tables:
+                raise RuntimeError(f'run the model once on {length} frames before tracing or exporting it')
+            return self._traced_tables[length]
         gamma_params = [head.gamma for head in self.retentions]
         if torch.is_grad_enabled() and any(p.requires_grad for p in gamma_params):
             return self._build_tables(length)  # trainable decay: keep the graph, no cache
@@ -154,13 +172,14 @@ class MultiScaleRetention(nn.Module):
                 del self._table_cache[next(iter(self._table_cache))]  # oldest first
             with torch.no_grad():
                 self._table_cache[key] = self._build_tables(length)
+        self._traced_tables = {**dict(list(self._traced_tables.items())[-3:]), length: self._table_cache[key]}
         return self._table_cache[key]
 
     def fused_weight(self):
         """[C, 4C] = [W_Q of all heads | W_K ... | W_V ... | W_G], cached for inference."""
         params = ([h.W_Q for h in self.retentions] + [h.W_K for h in self.retentions]
                   + [h.W_V for h in self.retentions] + [self.W_G])
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or tracing():
             return torch.cat(params, 1)
         versions = tuple((p._version, p.data_ptr()) for p in params)
         if self._weight_cache[0] != versions:
@@ -189,7 +208,7 @@ class MultiScaleRetention(nn.Module):
             new_state = (v * t.value_decay).transpose(-1, -2) @ k
             if state is not None:
                 new_state.addcmul_(state, t.total_decay)
-            _shift_keys_(new_state, t.shift_keys)
+            new_state = _shift_keys_(new_state, t.shift_keys)
         y = y.permute(0, 3, 1, 2, 4).reshape(-1, dim)                   # [(B L J), C]
         y = F.group_norm(y, heads, self.group_norm.weight, self.group_norm.bias, self.group_norm.eps)
         return y.view(batch, length, joints, dim).mul_(F.silu(gate)) @ self.W_O, new_state

@@ -52,13 +52,13 @@ class PoseLayerNorm(nn.Module):
         super().__init__()
         self.a_2 = nn.Parameter(torch.ones(features))
         self.b_2 = nn.Parameter(torch.zeros(features))
-        self.eps = eps
+        self.eps, self.features = eps, features  # a plain int: traced graphs keep it a constant
 
     def forward(self, x):
         # One fused layer_norm: with the biased variance rescaled by sqrt((C - 1) / C) it is the
         # released formula except where eps matters (features with a std near 1e-6).
-        scale = ((x.shape[-1] - 1) / x.shape[-1]) ** 0.5
-        return F.layer_norm(x, x.shape[-1:], self.a_2 * scale, self.b_2, eps=self.eps ** 2)
+        scale = ((self.features - 1) / self.features) ** 0.5
+        return F.layer_norm(x, (self.features,), self.a_2 * scale, self.b_2, eps=self.eps ** 2)
 
 
 class MultiHeadAttention(nn.Module):

@@ -14,6 +14,7 @@ from common import compat
 from common.cli.arguments import build_parser
 from common.cli.uplift_config import format_release_summary
 from common.cli.uplift_release import apply_release_flags, given_dests
+from common.cli.inference_flags import prepare_inference, reject_when_training
 from common.cli.command_line import (accepted_kwargs, check_conflicts, checkpoint_to_evaluate, checkpoint_to_finetune,
                                      checkpoint_to_resume, explicit_model_kwargs, infer_model_name)
 from common.data.datasets import DataConfig, load_dataset
@@ -263,11 +264,14 @@ def run(args, preset: ScriptPreset, info: DistInfo):
         load_checkpoint(model, checkpoint)
         if evaluate_path:
             model.to(device)
-            return evaluate_checkpoint(args, model, test_seqs, spec, device, info,  # results.json in the log
-                                       {**run_config, 'checkpoint': evaluate_path}, default_log_dir(args, name, preset))
+            run_config['checkpoint'] = evaluate_path
+            model, exported = prepare_inference(args, model, run_config)
+            return None if exported else evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config,
+                                                             default_log_dir(args, name, preset))  # results.json there
         if info.is_main:
             print(f'INFO: training starts from {checkpoint_to_finetune(args)}')
 
+    reject_when_training(args)
     if args.MAE_reload:
         copied = compat.transfer_stage_one(model, args.previous_dir, args.trust_checkpoint)
         if info.is_main:

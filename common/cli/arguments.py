@@ -27,6 +27,7 @@ from models import lifter_names
 from common.cli.flag_types import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH_01, directory,
                                    int_list, model_name, number, str_list)
 from common.cli.recipes import RecipeError, format_recipe_list, load_recipe
+from common.cli.inference_flags import add_inference_arguments
 from common.cli.release_arguments import add_image_model_arguments, add_uplift_release_arguments
 
 TRAIN, DATA, WINDOWS, EVALUATION = TrainConfig(), DataConfig(), WindowConfig(), EvalConfig()
@@ -350,29 +351,6 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     from common.cli.wild_arguments import add_render_arguments
     add_render_arguments(p, viz)  # own video: --input-keypoints, -d custom --render (and --viz-* on run.py)
     return p
-
-
-class _ExportAction(argparse.Action):
-    """--export FORMAT FILE, the format checked as the command line is read."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if values[0] not in ('onnx', 'torchscript'):
-            parser.error(f"--export {values[0]}: the format is onnx or torchscript (--export onnx FILE)")
-        setattr(namespace, self.dest, tuple(values))
-
-
-def add_inference_arguments(p):
-    g = p.add_argument_group('inference (evaluation and rendering)')
-    g.add_argument('--precision', choices=['fp32', 'bf16'], default='fp32',
-                   help='bf16: matrix products in bfloat16 (norms, softmax statistics and the output layer in '
-                        'fp32); about 0.1 mm of MPJPE or less')
-    g.add_argument('--backend', choices=['eager', 'compile', 'onnxruntime'], default='eager',
-                   help='run the window forward with torch.compile (inductor) or ONNX Runtime; the first batch '
-                        'is checked against eager fp32 (one warning line beyond 0.1 mm)')
-    g.add_argument('--export', nargs=2, action=_ExportAction, default=None, metavar=('FORMAT', 'FILE'),
-                   help='write the loaded model to FILE as onnx or torchscript (its window forward, dynamic '
-                        'batch, the model record in the file; causal RetNet: also FILE.step.EXT, its recurrent '
-                        'step) and stop')
 
 
 def add_viz_arguments(p):

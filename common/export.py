@@ -17,7 +17,35 @@ import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from common.errors import UserError
-from common.eval.backends import example_inputs
+
+def example_inputs(model, batch=2, seed=0):
+    """Arguments of one forward pass of ``model`` for ``batch`` windows, seeded: the model's own
+    ``Lifter.example_inputs`` (keypoints; image features or refine inputs where it takes those)."""
+    return tuple(model.example_inputs(batch, torch.Generator().manual_seed(seed)))
+
+
+class OnnxRuntimeForward:
+    """An exported window forward in an ONNX Runtime session: tensors in, a tensor out, on
+    the device of the inputs."""
+
+    def __init__(self, path, threads=None):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 4  # errors reach the caller as exceptions; no extra log lines
+        providers = [p for p in ('CUDAExecutionProvider', 'CPUExecutionProvider') if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(path, options, providers=providers)
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *inputs):
+        from torch.utils._pytree import tree_flatten
+        flat, _ = tree_flatten(inputs)
+        device = flat[0].device
+        feeds = {name: t.detach().float().cpu().numpy() for name, t in zip(self.names, flat)}
+        return torch.from_numpy(self.session.run(None, feeds)[0]).to(device)
+
+
 
 RECORD_KEY = 'unilift_record'
 FORMATS = ('onnx', 'torchscript')
@@ -108,7 +136,6 @@ def _largest_gap(path, fmt, module, check):
                 warnings.simplefilter('ignore', DeprecationWarning)
                 got = _outputs(torch.jit.load(path, map_location='cpu')(*[t.cpu() for t in check]))
         else:
-            from common.eval.backends import OnnxRuntimeForward
             session = OnnxRuntimeForward(path).session
             feeds = {i.name: t.detach().cpu().numpy() for i, t in zip(session.get_inputs(), check)}
             got = [torch.from_numpy(a) for a in session.run(None, feeds)]
@@ -245,7 +272,6 @@ class ExportedModel:
                 self.module = torch.jit.load(path, map_location='cpu', _extra_files=extra)
             text = extra[RECORD_KEY + '.json']
         else:
-            from common.eval.backends import OnnxRuntimeForward
             self.module = OnnxRuntimeForward(path)
             text = self.module.session.get_modelmeta().custom_metadata_map.get(RECORD_KEY)
         if not text:

@@ -47,6 +47,13 @@ class Lifter(nn.Module):
         """Frames a centre-frame window covers: (receptive_field - 1) * frame_step + 1."""
         return (self.receptive_field - 1) * self.frame_step + 1
 
+    def example_inputs(self, batch, generator=None):
+        """forward's arguments for ``batch`` windows (export, backends, benchmarks): normalised 2D
+        keypoints x [B, receptive_field, J_in, in_features] in [-0.5, 0.5)."""
+        from common.data.skeleton import LAYOUTS
+        joints = getattr(self, 'model_config', {}).get('num_joints') or LAYOUTS[self.input_layout].num_joints
+        return (torch.rand(batch, self.receptive_field, joints, self.in_features, generator=generator) - 0.5,)
+
     def training_loss(self, x, target, intrinsics=None, root_depth=None):
         """The objective: x [B, F, J, 2], target [B, F, J, 3] (root-relative, output unit) ->
         scalar. Default: MPJPE of forward's output (the predicted frame of centre models)."""

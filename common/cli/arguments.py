@@ -29,6 +29,7 @@ from common.cli.flag_types import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSI
 from common.cli.recipes import RecipeError, format_recipe_list, load_recipe
 from common.cli.inference_flags import add_inference_arguments
 from common.cli.release_arguments import add_image_model_arguments, add_uplift_release_arguments
+from common.cli.wild_arguments import add_wild_arguments
 
 TRAIN, DATA, WINDOWS, EVALUATION = TrainConfig(), DataConfig(), WindowConfig(), EvalConfig()
 MODEL_DEFAULT = "default: the model's"
@@ -344,12 +345,10 @@ def build_parser(script='run.py', description='', dataset_default='h36m', viz=Fa
     if script == 'run.py':
         add_uplift_release_arguments(p)
     add_inference_arguments(p)
-    if viz:
-        add_viz_arguments(p)
-    else:
+    if not viz:
         add_image_model_arguments(p)
-    from common.cli.wild_arguments import add_render_arguments
-    add_render_arguments(p, viz)  # own video: --input-keypoints, -d custom --render (and --viz-* on run.py)
+    add_viz_arguments(p)  # render.py's, and run.py's --render (VideoPose3D's form)
+    add_wild_arguments(p)  # one's own video: --input-keypoints, -d custom
     return p
 
 

@@ -10,7 +10,9 @@ from dataclasses import asdict
 from common import compat
 from common.cli.command_line import checkpoint_to_evaluate
 from common.data.feature_cache import CachedFeatures, build_cache, check_meta, labels_identity, read_meta
-from common.data.h36m_toolbox import SPEC, ImageDataConfig, ToolboxImages, keypoint_source, read_labels, resolve_files
+from common.data.h36m_toolbox import (IMAGE_DATASETS, LABEL_FILES, SPEC, ImageDataConfig, ToolboxImages, keypoint_source,
+                                      read_labels)
+from common.data.synthetic_images import ensure_synthetic_images
 from common.dist import DistInfo, barrier, seed_everything, select_device
 from common.errors import UserError
 from common.eval.evaluation import EvalConfig, format_results, write_results
@@ -21,6 +23,19 @@ from common.train.image_engine import ImageRun, evaluate_run, fit_images, make_l
 
 DEFAULT_BACKBONE = 'hrnet_32'
 IMAGE_MODELS = ('context_pose',)   # registry names of the models that lift from image features
+
+
+def resolve_files(config: ImageDataConfig):
+    """(image root, train label file, test label file) a config means; the synthetic images
+    are written on first use."""
+    root = config.root_path
+    if config.dataset == 'synthetic_images':
+        root = ensure_synthetic_images(os.path.join(config.root_path, 'synthetic_images'))
+    elif config.dataset not in IMAGE_DATASETS:
+        raise UserError(f"-d {config.dataset} is not an image dataset ({', '.join(IMAGE_DATASETS)})")
+    return (config.image_root or os.path.join(root, 'images'),
+            config.train_labels or os.path.join(root, LABEL_FILES['train']),
+            config.test_labels or os.path.join(root, LABEL_FILES['test']))
 
 
 def refuse_without_images(model: str, dataset: str):

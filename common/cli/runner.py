@@ -15,14 +15,16 @@ from common.cli.arguments import build_parser
 from common.cli.uplift_config import format_release_summary
 from common.cli.uplift_release import apply_release_flags, given_dests
 from common.cli.inference_flags import prepare_inference, reject_when_training
-from common.cli.command_line import (accepted_kwargs, check_conflicts, checkpoint_to_evaluate, checkpoint_to_finetune,
-                                     checkpoint_to_resume, explicit_model_kwargs, infer_model_name)
+from common.cli.model_setup import build_lifter
+from common.cli.wild_command import run_custom
+from common.cli.command_line import (check_conflicts, checkpoint_to_evaluate, checkpoint_to_finetune,
+                                     checkpoint_to_resume)
 from common.data.datasets import DataConfig, load_dataset
 from common.data.generators import WindowConfig, WindowDataset
 from common.dist import DistInfo, cleanup, init_distributed, is_distributed_failure, select_device
 from common.errors import UserError, exit_status
 from common.eval.evaluation import EvalConfig, evaluate, export_results, format_results, write_results
-from common.train.checkpoint import load_checkpoint, split_checkpoint
+from common.train.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -45,75 +47,6 @@ def data_config(args, preset: ScriptPreset, test_only=False) -> DataConfig:
                       actions=actions, downsample=args.downsample, subset=args.subset, seed=args.seed,
                       virtual_cameras=args.virtual_cameras, test_only=test_only,
                       reader_options=dict(getattr(args, 'reader_options', None) or {}))
-
-
-# Model keywords that change how a stored network runs, not what it is: they apply to a checkpoint.
-RUNTIME_MODEL_FLAGS = ('chunk_size', 'train_mode', 'dropout')
-
-
-def _same(a, b):
-    return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
-
-
-def build_lifter(args, spec, checkpoint=None):
-    """(model, name, config): from the checkpoint's record when there is one (flags that only
-    change how it runs apply; flags that contradict it are an error); from the flags alone (with
-    the release's meaning of absent switches) otherwise."""
-    from models import build_model, get_entry
-    record = None
-    if checkpoint is not None:
-        try:
-            name, record = compat.model_spec_from_checkpoint(checkpoint)
-        except UserError:
-            if not args.model:
-                raise
-            name = args.model  # an official file no detector recognises: the flags say what it is
-    else:
-        name = infer_model_name(args)
-    try:
-        entry = get_entry(name)
-        if record is not None and args.model and get_entry(args.model).name != entry.name:
-            raise UserError(f'--model {args.model}, but the checkpoint holds {entry.name}: drop --model '
-                            f'(the file decides the architecture)')
-    except KeyError as err:
-        raise UserError(str(err.args[0])) from None
-    explicit = accepted_kwargs(entry.factory, explicit_model_kwargs(args))
-    if record is not None:
-        clash = [k for k, v in explicit.items() if k in record and k not in RUNTIME_MODEL_FLAGS
-                 and not _same(v, record[k])]
-        if clash:
-            raise UserError('the checkpoint holds ' + ', '.join(f'{k}={record[k]!r}' for k in clash)
-                            + '; the command line asks for ' + ', '.join(f'{k}={explicit[k]!r}' for k in clash)
-                            + ': drop those flags (the file decides the architecture)')
-    config = dict(compat.RELEASE_SWITCH_DEFAULTS.get(entry.name, {})) if record is None else record
-    defaults = {'num_joints': spec.num_joints, 'layout': spec.skeleton.name}
-    config = {**accepted_kwargs(entry.factory, defaults), **config, **explicit}
-    ours = checkpoint is not None and split_checkpoint(checkpoint)[1]
-    check_input_layout(record if ours else None, spec, config)
-    if args.output_unit or not ours:  # ours keep their record (none: metres, as before units were recorded)
-        config['output_unit'] = args.output_unit or spec.release_units.get(entry.name, 'm')
-    step = args.tds or (compat.legacy_frame_step(checkpoint) if ours else None)
-    if step:
-        config['frame_step'] = step
-    try:
-        model = build_model(name, **config)
-    except (TypeError, ValueError) as err:
-        raise UserError(f'cannot build model {name} with {config}: {err}') from None
-    return model, name, config
-
-
-def check_input_layout(record, spec, config):
-    """An official file takes the 2D layout of the data (COCO-17 detections: COCO-17 in, Human3.6M
-    out); our files record theirs, and a model is not run on 2D of another layout."""
-    if record is None:
-        if spec.input_layout:
-            config['input_layout'] = spec.input_layout
-        return
-    recorded = record.get('input_layout') or spec.skeleton.name
-    if recorded != spec.keypoint_layout:
-        raise UserError(f'the checkpoint\'s model takes {recorded} 2D keypoints, but this 2D file holds '
-                        f'{spec.keypoint_layout}: evaluate it on 2D of its own layout (-k), or lift a detector\'s '
-                        f'file with render.py --input-keypoints FILE, which converts the joints')
 
 
 def window_config(args, model) -> WindowConfig:
@@ -230,7 +163,6 @@ def evaluate_checkpoint(args, model, test_seqs, spec, device, info, run_config, 
 def run(args, preset: ScriptPreset, info: DistInfo):
     from common.dist import configure_determinism, seed_everything
     if args.render or args.dataset == 'custom' or args.input_keypoints:  # one's own video (VideoPose3D's form)
-        from common.cli.wild_command import run_custom
         return run_custom(args)
     check_conflicts(args)
     from common.data.h36m_toolbox import IMAGE_DATASETS

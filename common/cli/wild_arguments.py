@@ -44,11 +44,3 @@ def add_wild_arguments(parser):
                         '--viz-output, NAME.json)')
     g.add_argument('--render', action='store_true',
                    help='run.py (VideoPose3D spelling): render the --viz-subject video of -d custom -k NAME')
-
-
-def add_render_arguments(parser, viz):
-    """The in-the-wild flags, and on run.py-like parsers the --viz-* flags its --render form uses."""
-    if not viz:
-        from common.cli.arguments import add_viz_arguments
-        add_viz_arguments(parser)
-    add_wild_arguments(parser)

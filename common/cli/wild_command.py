@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from common import compat
 from common.cli.command_line import check_conflicts, checkpoint_to_evaluate
+from common.cli.model_setup import build_lifter
 from common.data.datasets import H36M_SPEC
 from common.data.records import find_data_file
 from common.dist import DistInfo, select_device
@@ -37,7 +38,6 @@ def model_input_layout(checkpoint, path, flag=None, data_layout=None) -> str:
 
 def load_lifter(args, data_layout=None):
     """(model on its device in eval mode, its input layout) for the checkpoint the flags name."""
-    from common.cli.runner import build_lifter
     path = checkpoint_to_evaluate(args)
     if path is None:
         raise UserError('no checkpoint given: use -c DIR --evaluate FILE (or --reload 1 --previous_dir FILE)')

@@ -20,6 +20,7 @@ from typing import Dict, List, Sequence as Seq, Tuple
 
 import numpy as np
 
+from common.data.skeleton import AMASS_REORDER, AMASS_TO_H36M  # noqa: F401 (part of this module's API)
 from common.data.amass_views import AMASS_SPEC, CameraDrawWindows, h36m_view_table, world_sequences
 from common.data.records import DataConfig, expect_dict, load_npz_entries, register_dataset
 from common.errors import UserError
@@ -35,12 +36,7 @@ AMASS_SPLITS: Dict[str, Tuple[Tuple[str, str, str], ...]] = {
     'val_debug': (('CMU',) + _ALL,),
 }
 
-# Regressor joint order -> the release's own 17-point order (its amass_reorder) ...
-AMASS_REORDER = (6, 5, 4, 1, 2, 3, 0, 8, 7, 9, 10, 16, 15, 14, 11, 12, 13)
-# ... and that order's joint k is h36m_17 joint OFFICIAL_FROM_H36M[k] (models/uplift_upsample.py).
-_OFFICIAL_FROM_H36M = (3, 2, 1, 4, 5, 6, 0, 8, 7, 9, 10, 16, 15, 14, 11, 12, 13)
-# So h36m_17 joint j is regressor joint AMASS_TO_H36M[j]: the legs change sides, the rest stays.
-AMASS_TO_H36M = tuple(AMASS_REORDER[_OFFICIAL_FROM_H36M.index(j)] for j in range(17))
+# The converter's joint order: common.data.skeleton.AMASS_TO_H36M (read by the synthetic writer too).
 
 DEFAULT_FRAME_RATE = 50
 CONVERTER = 'convert AMASS with AMASS-to-3DHPE (src/convert.py --r 50)'

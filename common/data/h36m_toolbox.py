@@ -54,20 +54,6 @@ class ImageDataConfig:
     keypoints: str = 'cpn'
 
 
-def resolve_files(config: ImageDataConfig):
-    """(image root, train label file, test label file) a config means; the synthetic images
-    are written on first use."""
-    root = config.root_path
-    if config.dataset == 'synthetic_images':
-        from common.data.synthetic_images import ensure_synthetic_images
-        root = ensure_synthetic_images(os.path.join(config.root_path, 'synthetic_images'))
-    elif config.dataset not in IMAGE_DATASETS:
-        raise UserError(f"-d {config.dataset} is not an image dataset ({', '.join(IMAGE_DATASETS)})")
-    return (config.image_root or os.path.join(root, 'images'),
-            config.train_labels or os.path.join(root, LABEL_FILES['train']),
-            config.test_labels or os.path.join(root, LABEL_FILES['test']))
-
-
 def keypoint_source(keypoints: str) -> str:
     """The labels' 2D source for a -k value: 'gt' for gt*, else the CPN detections."""
     return 'gt' if str(keypoints).lower().startswith('gt') else 'cpn'

@@ -103,3 +103,12 @@ def layout_name(layout=None, dataset=None, default='h36m_17') -> str:
 def h36m_raw_to_17(positions: np.ndarray) -> np.ndarray:
     """[..., 32, C] raw mocap joints -> [..., 17, C] in the order every model uses."""
     return positions[..., list(H36M_KEPT_JOINTS), :]
+
+
+# Converted AMASS (AMASS-to-3DHPE, its 17 regressor joints; common.data.amass reads the files).
+# Regressor joint order -> the release's own 17-point order (its amass_reorder) ...
+AMASS_REORDER = (6, 5, 4, 1, 2, 3, 0, 8, 7, 9, 10, 16, 15, 14, 11, 12, 13)
+# ... and that order's joint k is h36m_17 joint OFFICIAL_FROM_H36M[k] (models/uplift_upsample.py).
+_OFFICIAL_FROM_H36M = (3, 2, 1, 4, 5, 6, 0, 8, 7, 9, 10, 16, 15, 14, 11, 12, 13)
+# So h36m_17 joint j is regressor joint AMASS_TO_H36M[j]: the legs change sides, the rest stays.
+AMASS_TO_H36M = tuple(AMASS_REORDER[_OFFICIAL_FROM_H36M.index(j)] for j in range(17))

@@ -19,8 +19,8 @@ from scipy.ndimage import gaussian_filter1d
 
 from common.data.camera import load_h36m_cameras, project_to_2d, world_to_camera
 from common.data.skeleton import H36M_17, H36M_KEPT_JOINTS
-from common.data.synthetic_actions import build_clip
-from common.data.synthetic_motion import finish, forward_kinematics, make_body
+from common.data.synthetic_actions import perform
+from common.data.synthetic_motion import make_body
 from common.data.virtual_cameras import sample_camera
 
 SUBJECTS = ('S1', 'S5', 'S6', 'S7', 'S8', 'S9', 'S11')
@@ -55,11 +55,6 @@ def action_names(subject):
         default = (group, f'{group} 1') if subject in ('S9', 'S11') else (f'{group} 1' if len(group) % 3 == 0 else group,)
         names += NAME_QUIRKS.get(subject, {}).get(group, default)
     return names
-
-
-def perform(group, frames, body, rng):
-    """World positions [T, 32, 3] (metres, z up) of one action performed by a body."""
-    return forward_kinematics(finish(build_clip(group, frames, rng), body, rng), body).astype(np.float32)
 
 
 def detector_noise(pixels, rng):

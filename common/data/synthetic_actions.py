@@ -8,7 +8,7 @@ Floor, Running).
 """
 import numpy as np
 
-from common.data.synthetic_motion import FPS, NUM_RAW_JOINTS, Clip, pose, smoothstep
+from common.data.synthetic_motion import FPS, NUM_RAW_JOINTS, Clip, finish, forward_kinematics, pose, smoothstep
 
 # Smooth per-joint jitter of every clip (degrees, for flex / abduction / twist).
 _JITTER = np.zeros((NUM_RAW_JOINTS, 3))
@@ -361,3 +361,8 @@ def build_clip(group, n, rng, area=1.0) -> Clip:
     builder = ClipBuilder(n, rng, area)
     RECIPES[group](builder)
     return builder.build()
+
+
+def perform(group, frames, body, rng):
+    """World positions [T, 32, 3] (metres, z up) of one action performed by a body."""
+    return forward_kinematics(finish(build_clip(group, frames, rng), body, rng), body).astype(np.float32)

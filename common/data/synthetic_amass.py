@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from common.data.amass import AMASS_TO_H36M
-from common.data.skeleton import H36M_KEPT_JOINTS
+from common.data.skeleton import AMASS_TO_H36M, H36M_KEPT_JOINTS
+from common.data.synthetic_actions import perform
 from common.data.synthetic_motion import make_body
 
 FILES = ('CMU.npz', 'SFU.npz')
@@ -30,7 +30,6 @@ def to_regressor_order(h36m_17: np.ndarray) -> np.ndarray:
 
 def write_amass(directory, seed=0, frames=(150, 260)):
     """The files of FILES, deterministic in the seed."""
-    from common.data.synthetic import perform
     rng = np.random.default_rng(seed + 2)
     for dataset, subjects in PLAN.items():
         positions = {}

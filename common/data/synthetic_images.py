@@ -18,7 +18,7 @@ import numpy as np
 
 from common.data.h36m_toolbox import ACTION_NAMES, CROP_SIZE, LABEL_FILES, affine_matrix
 from common.data.skeleton import H36M_17, h36m_raw_to_17
-from common.data.synthetic import perform
+from common.data.synthetic_actions import perform
 from common.data.synthetic_motion import make_body
 
 FRAME = (256, 256)      # (width, height) of a synthetic frame

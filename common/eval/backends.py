@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common.data.pose_codec import unit_scale
-from common.data.skeleton import LAYOUTS
 from common.errors import UserError
+from common.export import OnnxRuntimeForward, example_inputs, export_onnx  # noqa: F401 (example_inputs: API)
 
 PRECISIONS = ('fp32', 'bf16')
 BACKENDS = ('eager', 'compile', 'onnxruntime')
@@ -58,19 +58,6 @@ class InferenceConfig:
     @property
     def tolerance(self) -> float:
         return TOLERANCE_MM[self.precision] if self.tolerance_mm is None else self.tolerance_mm
-
-
-def example_inputs(model, batch=2, seed=0):
-    """Arguments of one forward pass of ``model`` for ``batch`` windows: the model's own
-    ``example_inputs(batch, generator)`` when it has one (image features, refine inputs), else
-    (x [B, receptive_field, J_in, 2],) of normalised 2D keypoints."""
-    generator = torch.Generator().manual_seed(seed)
-    own = getattr(model, 'example_inputs', None)
-    if own is not None:
-        return tuple(own(batch, generator))
-    joints = model.model_config.get('num_joints') if getattr(model, 'model_config', None) else None
-    joints = joints or LAYOUTS[model.input_layout].num_joints
-    return ((torch.rand(batch, model.receptive_field, joints, 2, generator=generator) - 0.5),)
 
 
 def _device_of(model):
@@ -108,32 +95,9 @@ def bf16_copy(model):
     return model
 
 
-class OnnxRuntimeForward:
-    """An exported window forward in an ONNX Runtime session: tensors in, a tensor out, on
-    the device of the inputs."""
-
-    def __init__(self, path, threads=None):
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 4  # errors reach the caller as exceptions; no extra log lines
-        providers = [p for p in ('CUDAExecutionProvider', 'CPUExecutionProvider') if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(path, options, providers=providers)
-        self.names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, *inputs):
-        from torch.utils._pytree import tree_flatten
-        flat, _ = tree_flatten(inputs)
-        device = flat[0].device
-        feeds = {name: t.detach().float().cpu().numpy() for name, t in zip(self.names, flat)}
-        return torch.from_numpy(self.session.run(None, feeds)[0]).to(device)
-
-
 def onnxruntime_forward(model):
     """Export ``model``'s window forward to a temporary ONNX file and open it in a session (which
     holds the graph in memory: the file is removed)."""
-    from common.export import export_onnx
     with tempfile.TemporaryDirectory(prefix='unilift_onnx_') as directory:
         path = os.path.join(directory, 'window.onnx')
         export_onnx(model, path)

@@ -188,7 +188,7 @@ def test_training_recipes_build_their_model(recipe):
     """The model a training recipe starts from is built (weights are not loaded or trained)."""
     from common.data.datasets import H36M_SPEC
     from common.data.mpi_inf_3dhp import SPEC_17
-    from common.cli.runner import build_lifter
+    from common.cli.model_setup import build_lifter
     args = parser_for(recipe.script).parse_args(['--recipe', recipe.name])
     model, name, _ = build_lifter(args, SPEC_17 if recipe.script == 'run_3dhp.py' else H36M_SPEC)
     assert name == infer_model_name(args)

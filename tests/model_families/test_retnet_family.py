@@ -299,7 +299,7 @@ def test_training_loss_is_the_release_objective():
 def test_command_line_switches_keep_the_release_meaning(flags, causal, joint_related):
     from common.cli.arguments import build_parser
     from common.data.datasets import H36M_SPEC
-    from common.cli.runner import build_lifter
+    from common.cli.model_setup import build_lifter
     args = build_parser('run.py', '', 'h36m').parse_args(['--model', 'retnet', '-f', '9', '-cs', '16', '-dep', '1',
                                                           *flags])
     model, name, config = build_lifter(args, H36M_SPEC)

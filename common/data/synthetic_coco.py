@@ -91,6 +91,7 @@ def write_detectron_coco(directory, seed=0):
     os.close(handle)
     try:
         np.savez_compressed(staging, positions_2d=positions_2d, metadata=COCO_METADATA)
+        os.chmod(staging, 0o644)  # mkstemp makes it private; the other data files are readable by all
         os.replace(staging, os.path.join(directory, COCO_FILE))
     finally:
         if os.path.exists(staging):

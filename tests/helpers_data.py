@@ -102,17 +102,31 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
+def captured(call):
+    """(exit status, stdout, stderr) of ``call()``, which returns the status or exits (argparse)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = call()
+        except SystemExit as exit_:  # argparse errors
+            code = exit_.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def load_script(name):
+    """A top-level script of the project (render.py, run_in_the_wild.py, ...) as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name[:-3] + '_script', os.path.join(ROOT, name))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def run_inprocess(argv):
     """(exit status, stdout, stderr) of common.cli.runner.main(argv) for run.py."""
     from common.cli.runner import ScriptPreset, main
     preset = ScriptPreset(script='run.py', dataset='h36m', description='')
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv], preset)
-        except SystemExit as exit_:  # argparse errors
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
+    return captured(lambda: main([str(a) for a in argv], preset))
 
 
 def subprocess_env(threads=1):

@@ -20,10 +20,12 @@ from typing import Optional
 
 from common.data.datasets import DataConfig
 from common.dist import DEFAULT_TIMEOUT_S
+from common.errors import UserError
 from common.train.engine import TrainConfig
 from common.eval.evaluation import EvalConfig
 from common.data.generators import WindowConfig
 from models import lifter_names
+from common.cli.config_files import expand_config, raw_flag_value
 from common.cli.flag_types import (COUNT, FRACTION, NON_NEGATIVE, POSITIVE, POSITIVE_INT, SWITCH_01, directory,
                                    int_list, model_name, number, str_list)
 from common.cli.recipes import RecipeError, format_recipe_list, load_recipe
@@ -85,18 +87,12 @@ class _Parser(argparse.ArgumentParser):
 
     def expand_recipe(self, args):
         """``args`` with the flags of its --recipe NAME in front (the typed flags then win)."""
-        at = [i for i, a in enumerate(args) if a == '--recipe' or a.startswith('--recipe=')]
-        if not at:
+        try:
+            value = raw_flag_value(args, '--recipe')
+        except ValueError as err:
+            self.error(str(err))
+        if value is None:
             return args
-        if len(at) > 1:
-            self.error('--recipe given more than once')
-        i = at[0]
-        if args[i] == '--recipe':
-            if i + 1 >= len(args) or args[i + 1].startswith('-'):
-                return args  # argparse says: expected one argument
-            value = args[i + 1]
-        else:
-            value = args[i].split('=', 1)[1]
         if value == 'list':
             print(format_recipe_list(self.prog))
             self.exit(0)
@@ -115,8 +111,6 @@ class _Parser(argparse.ArgumentParser):
 
     def expand_config(self, args):
         """``args`` with the flags of its --config FILE in front (common/cli/config_files.py)."""
-        from common.cli.config_files import expand_config
-        from common.errors import UserError
         try:
             return expand_config(args)
         except UserError as err:

@@ -12,13 +12,15 @@ number or a string otherwise, a list for comma-separated values (``"-arc": [3, 3
 flags, placed before the ones typed on the command line, so that the typed ones win.
 """
 import difflib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from common.cli.config_files import read_json_object
+
 RECIPE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'configs')
 SCRIPTS = ('run.py', 'run_3dhp.py', 'render.py', 'run_in_the_wild.py')
+
 
 
 class RecipeError(ValueError):
@@ -75,15 +77,7 @@ def _locate(name_or_path: str, directory: str) -> str:
 def load_recipe(name_or_path: str, directory: str = RECIPE_DIR) -> Recipe:
     """The recipe of a name in ``directory`` or of a JSON file's path; RecipeError otherwise."""
     path = _locate(name_or_path, directory)
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(f"cannot read recipe '{path}': {getattr(err, 'strerror', None) or err}") from None
-    except json.JSONDecodeError as err:
-        raise RecipeError(f"recipe '{path}' is not valid JSON: {err.msg} at line {err.lineno}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe '{path}' must hold a JSON object")
+    data = read_json_object(path, 'recipe', RecipeError)
     missing = [key for key in ('script', 'description', 'flags') if key not in data]
     if missing:
         raise RecipeError(f"recipe '{path}' lacks {', '.join(missing)}")

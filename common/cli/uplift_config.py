@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from common.cli.config_files import read_json_object
 from common.errors import UserError
 
 OFFICIAL_FLIP_ORDER = [5, 4, 3, 2, 1, 0, 6, 7, 8, 9, 10, 16, 15, 14, 13, 12, 11]
@@ -171,15 +172,7 @@ def read_release_config(path: str) -> ReleaseSettings:
     """The settings of one of the release's JSON files (see the module docstring)."""
     if not os.path.isfile(path):
         raise UserError(f"config file '{path}' does not exist")
-    try:
-        with open(path) as handle:
-            given = json.load(handle)
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read config '{path}': {err}") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"config '{path}' is not valid JSON: {err.msg} at line {err.lineno}") from None
-    if not isinstance(given, dict):
-        raise UserError(f"config '{path}' must hold a JSON object of Uplift-and-Upsample settings")
+    given = read_json_object(path, 'config')
     unknown = sorted(set(given) - set(RELEASE_DEFAULTS))
     if unknown:
         raise UserError(f"config '{path}': unknown key {unknown[0]!r} (not a setting of Uplift-and-Upsample's "

@@ -15,11 +15,11 @@ import shutil
 import tempfile
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from common.data.camera import load_h36m_cameras, project_to_2d, world_to_camera
 from common.data.skeleton import H36M_17, H36M_KEPT_JOINTS
 from common.data.synthetic_actions import perform
+from common.data.synthetic_detections import detector_errors
 from common.data.synthetic_motion import make_body
 from common.data.virtual_cameras import sample_camera
 
@@ -58,17 +58,8 @@ def action_names(subject):
 
 
 def detector_noise(pixels, rng):
-    """CPN-like 2D: temporally correlated jitter of a few pixels, occasional larger errors and
-    left/right confusions on a few percent of frames. pixels [T, 17, 2]."""
-    frames = len(pixels)
-    jitter = gaussian_filter1d(rng.normal(0, 6.0, pixels.shape), 2.0, axis=0) + rng.normal(0, 1.0, pixels.shape)
-    noisy = pixels + jitter
-    bursts = rng.random((frames, 17)) < 0.02
-    noisy += bursts[..., None] * rng.normal(0, 25.0, pixels.shape)
-    swaps = rng.random(frames) < 0.01
-    left, right = list(H36M_17.joints_left), list(H36M_17.joints_right)
-    noisy[np.ix_(swaps, left + right)] = noisy[np.ix_(swaps, right + left)]
-    return noisy.astype(np.float32)
+    """CPN-like 2D of the Human3.6M layout: ``detector_errors`` of a few pixels. pixels [T, 17, 2]."""
+    return detector_errors(pixels, rng)[0].astype(np.float32)
 
 
 def write_h36m(directory, seed=0, frames=(100, 180)):

@@ -13,10 +13,10 @@ import os
 import tempfile
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from common.data.camera import load_h36m_cameras, project_to_2d, world_to_camera
 from common.data.skeleton import COCO_17, h36m_raw_to_17
+from common.data.synthetic_detections import detector_errors
 
 COCO_FILE = 'data_2d_h36m_detectron_pt_coco.npz'
 COCO_METADATA = {'layout_name': 'coco', 'num_joints': 17,
@@ -55,13 +55,7 @@ def coco_points(joints17):
 def detector_output(pixels, rng):
     """[T, 17, 2] clean pixels -> [T, 17, 3] (x, y, probability) with detector-like errors."""
     frames = len(pixels)
-    jitter = gaussian_filter1d(rng.normal(0, 5.0, pixels.shape), 2.0, axis=0) + rng.normal(0, 1.5, pixels.shape)
-    noisy = pixels + jitter
-    outliers = rng.random((frames, 17)) < 0.02
-    noisy += outliers[..., None] * rng.normal(0, 30.0, pixels.shape)
-    swaps = rng.random(frames) < 0.01
-    left, right = list(COCO_17.joints_left), list(COCO_17.joints_right)
-    noisy[np.ix_(swaps, left + right)] = noisy[np.ix_(swaps, right + left)]
+    noisy, outliers = detector_errors(pixels, rng, COCO_17, jitter_px=5.0, white_px=1.5, outlier_px=30.0)
     probability = np.clip(rng.normal(0.8, 0.08, (frames, 17)) - 0.4 * outliers, 0.05, 1.0)
     stream = np.concatenate([noisy, probability[..., None]], -1)
     for t in np.nonzero(rng.random(frames) < 0.01)[0]:

@@ -1,9 +1,6 @@
 """Lifting one's own video: VideoPose3D's `run.py -d custom ... --render` command and the direct
 `render.py --input-keypoints FILE` form on the format samples (.npy, JSON and video of the right
 length, values equal to the model's prediction), and the one-line errors of bad input."""
-import contextlib
-import importlib.util
-import io
 import json
 import os
 import shutil
@@ -19,7 +16,7 @@ from common.data.wild.readers import read_keypoints
 from common.data.wild.tracks import person_track
 from common.eval.inference import predict_sequence
 from common.train.checkpoint import atomic_save, make_checkpoint
-from helpers_data import ROOT, run_inprocess
+from helpers_data import captured, load_script, run_inprocess
 from models import build_model
 
 FRAMES = {'alphapose_coco17_sample.json': 10, 'alphapose_halpe26_sample.json': 10, 'openpose_body25_sample': 4,
@@ -29,16 +26,8 @@ VIDEO = 'detectron2_video_sample.mp4'
 
 def render(argv):
     """(exit status, stdout, stderr) of render.py in this process."""
-    spec = importlib.util.spec_from_file_location('render_script', os.path.join(ROOT, 'render.py'))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = script.main([str(a) for a in argv])
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
+    script = load_script('render.py')
+    return captured(lambda: script.main([str(a) for a in argv]))
 
 
 @pytest.fixture(scope='module')

@@ -1,9 +1,6 @@
 """Training on COCO-layout detections of Human3.6M (-k detectron_pt_coco): the synthetic file, the
 reader (probability channel cut), flips with the input layout's pairs on the 2D and the output
 layout's on the 3D, VideoPose3D's command and run_in_the_wild.py's two stages at small size."""
-import contextlib
-import importlib.util
-import io
 import os
 
 import numpy as np
@@ -18,7 +15,7 @@ from common.data.skeleton import COCO_17, H36M_17
 from common.data.synthetic_coco import COCO_FILE, coco_points
 from common.eval.evaluation import EvalConfig, predict_all
 from common.train.checkpoint import read_checkpoint
-from helpers_data import ROOT, run_inprocess
+from helpers_data import captured, load_script, run_inprocess
 from models.base import Lifter
 
 SMALL_STMO = ['-f', 27, '--layers', 2, '--channel', 32, '--d_hid', 64, '-b', 64]
@@ -34,17 +31,9 @@ def data_root(tmp_path_factory):
 
 def run_in_the_wild(argv):
     """(exit status, stdout, stderr) of run_in_the_wild.py in this process."""
-    spec = importlib.util.spec_from_file_location('run_in_the_wild', os.path.join(ROOT, 'run_in_the_wild.py'))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     from common.cli.runner import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv], script.PRESET)
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
+    preset = load_script('run_in_the_wild.py').PRESET
+    return captured(lambda: main([str(a) for a in argv], preset))
 
 
 def test_synthetic_coco_file_is_format_exact(data_root):

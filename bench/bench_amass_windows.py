@@ -6,21 +6,13 @@ the baseline), measured in the same run.
 
 The release's amass_351 windows: 71 tokens every 5th frame (--frames 351 --step 5 -> 71 frames)."""
 import argparse
-import time
 
 import numpy as np
 
 from common.data.amass_views import CameraDrawWindows, h36m_view_table, world_sequences
 from common.data.generators import WindowConfig, WindowDataset
 from common.data.skeleton import H36M_17
-
-
-def measure(fn, repeats):
-    fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+from bench.timing import measure
 
 
 def main():

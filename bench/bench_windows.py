@@ -5,12 +5,12 @@
 The reference builds every window frame by frame in Python, clamping indices to the stream
 (edge padding). Both produce identical batches (checked)."""
 import argparse
-import time
 
 import numpy as np
 
 from common.data.datasets import Sequence
 from common.data.generators import WindowConfig, WindowDataset
+from bench.timing import measure
 
 
 def reference_batch(sequences, windows, kind, frames, tds):
@@ -24,17 +24,8 @@ def reference_batch(sequences, windows, kind, frames, tds):
         else:
             index = [offset + (k - frames // 2) * tds for k in range(frames)]
         inputs.append(np.stack([seq.pose2d[min(max(i, 0), last)] for i in index]))
-        target = np.stack([seq.pose3d[min(max(i, 0), last)] for i in index])
-        target[:, 0] = 0
-        targets.append(target)
+        targets.append(np.stack([seq.pose3d[min(max(i, 0), last)] for i in index]))  # root-relative already
     return np.stack(inputs), np.stack(targets)
-
-
-def measure(fn, repeats):
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def main():

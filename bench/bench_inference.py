@@ -7,12 +7,13 @@ next to the official implementation holding the same weights, timed in the same 
     python -m bench.bench_inference --device cuda --backends eager,compile,onnxruntime
 
 For each model: frames/s at batch 1 and at a large batch (the window forward; a centre-frame
-model gives one frame per window) for ours in eager fp32, each chosen backend / precision and
+model gives one frame per window) for ours in eager fp32 on ATen's kernels (the lifter itself), on
+oneDNN's (what evaluation runs on a CPU), each chosen backend / precision and
 the release's code (given with --official RELEASE=DIR: poseretnet covers PoseRetNet, MixSTE and
 STCFormer, pstmo P-STMO, strided the Strided Transformer, videopose VideoPose3D). Every variant
 is timed interleaved with the others (best of --repeats rounds: load changes of a shared machine
 hit all alike). Beside each number: the speed-up over the release and the accuracy change, the
-mean per-joint distance to eager fp32's output in mm (an upper bound of the change of MPJPE).
+mean per-joint distance to the lifter's own output in mm (an upper bound of the change of MPJPE).
 """
 import argparse
 import sys
@@ -128,10 +129,11 @@ def bench_model(name, config, args, official_dir, device, sync):
     params = sum(p.numel() for p in model.parameters())
     print(f'\n== {name} {config}: {params / 1e6:.2f}M parameters, receptive field {model.receptive_field}; '
           f'official: {label}')
-    variants = [('eager fp32', model)]
+    variants = [('eager fp32 aten', model)]  # the lifter as trained: ATen's kernels, the reference of "delta"
     for backend in args.backends:
         for precision in args.precisions:
-            if (backend, precision) == ('eager', 'fp32') or (backend, precision) == ('onnxruntime', 'bf16'):
+            if (backend, precision) == ('onnxruntime', 'bf16') or (
+                    (backend, precision) == ('eager', 'fp32') and device.type != 'cpu'):
                 continue
             start = time.perf_counter()
             try:

@@ -13,7 +13,12 @@ bf16 stores the weights of the linear and convolution layers in bf16 and feeds t
 (the kernels accumulate in fp32); their outputs, the residual stream, norms, softmax, attention,
 retention and its decay stay fp32, as do the first and the last layer (bf16's 8-bit mantissa would
 round the 2D input to about a pixel and the 3D output to about a millimetre).
+
+Eager inference on the CPU runs its fp32 products of activations with weights on oneDNN
+(common/eval/cpu_kernels.py: faster than ATen's MKL path, fp32 all the same); ``cpu_kernels='aten'``
+keeps ATen's.
 """
+import contextlib
 import copy
 import os
 import sys
@@ -27,10 +32,12 @@ import torch.nn.functional as F
 
 from common.data.pose_codec import unit_scale
 from common.errors import UserError
+from common.eval import cpu_kernels
 from common.export import OnnxRuntimeForward, example_inputs, export_onnx  # noqa: F401 (example_inputs: API)
 
 PRECISIONS = ('fp32', 'bf16')
 BACKENDS = ('eager', 'compile', 'onnxruntime')
+CPU_KERNELS = ('auto', 'onednn', 'aten')
 # first-batch check: largest allowed |backend - eager fp32| in mm, per precision
 TOLERANCE_MM = {'fp32': 0.1, 'bf16': 20.0}
 
@@ -40,20 +47,30 @@ class InferenceConfig:
     """precision -- 'fp32' or 'bf16'; backend -- 'eager', 'compile' (torch.compile, inductor)
     or 'onnxruntime' (the CPU provider, CUDA's when present); compiler -- torch.compile's
     backend ('inductor'; 'aot_eager' captures the same graph without generating code);
-    tolerance_mm -- first-batch check (default by precision)."""
+    tolerance_mm -- first-batch check (default by precision); cpu_kernels -- eager on the CPU:
+    'auto' (large fp32 products on oneDNN, when this torch has it and the model has such
+    products), 'onednn' (every fp32 product on oneDNN) or 'aten' (ATen's, as in training)."""
     precision: str = 'fp32'
     backend: str = 'eager'
     compiler: str = 'inductor'
     tolerance_mm: Optional[float] = None
+    cpu_kernels: str = 'auto'
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision '{self.precision}': choose one of {', '.join(PRECISIONS)}")
         if self.backend not in BACKENDS:
             raise UserError(f"unknown backend '{self.backend}': choose one of {', '.join(BACKENDS)}")
+        if self.cpu_kernels not in CPU_KERNELS:
+            raise UserError(f"unknown CPU kernels '{self.cpu_kernels}': choose one of {', '.join(CPU_KERNELS)}")
         if self.backend == 'onnxruntime' and self.precision != 'fp32':
             raise UserError('ONNX Runtime runs fp32 here (its CPU provider has no bf16 matrix kernels): use '
                             '--precision fp32 with --backend onnxruntime, or --backend eager / compile for bf16')
+
+    def onednn_on(self, model) -> bool:
+        """Whether eager inference of ``model`` sends fp32 products to oneDNN."""
+        return (self.backend == 'eager' and self.cpu_kernels != 'aten' and _device_of(model).type == 'cpu'
+                and cpu_kernels.available() and (self.cpu_kernels == 'onednn' or cpu_kernels.worth_it(model)))
 
     @property
     def tolerance(self) -> float:
@@ -114,10 +131,16 @@ class AcceleratedLifter(nn.Module):
         self.config = config
         self.announce = announce
         # what the results JSON records; the first-batch check fills in the difference
-        self.record = {'precision': config.precision, 'backend': config.backend, 'first_batch_difference_mm': None}
+        onednn = config.onednn_on(lifter)
+        every_size = config.cpu_kernels == 'onednn'
+        self.record = {'precision': config.precision, 'backend': config.backend,
+                       'cpu_kernels': 'onednn' if onednn else 'aten', 'first_batch_difference_mm': None}
         self._sequence_note_done = False
         self._forward_called = False
+        self._kernels = cpu_kernels.OneDnnProducts(every_size) if onednn else None
         runner = bf16_copy(lifter) if config.precision == 'bf16' else lifter
+        if onednn and config.precision == 'fp32':
+            runner = cpu_kernels.with_fused_gelu(runner, every_size)
         self._runner = [runner]  # a list: not a submodule (the state dict stays the lifter's)
         if config.backend == 'compile':
             self._window = torch.compile(runner.forward, backend=config.compiler, dynamic=True)
@@ -132,16 +155,23 @@ class AcceleratedLifter(nn.Module):
         except AttributeError:
             return getattr(self._modules['lifter'], name)
 
-    def _precision(self):  # bf16 lives in the layers of bf16_copy; no autocast anywhere
-        return torch.autocast(_device_of(self.lifter).type, enabled=False)
+    def _precision(self):
+        """The context of every pass: no autocast (bf16 lives in the layers of bf16_copy), and
+        oneDNN's fp32 products for eager on the CPU."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(_device_of(self.lifter).type, enabled=False))
+        if self._kernels is not None:
+            stack.enter_context(self._kernels)
+        return stack
 
     def _checked_window(self, *inputs):
+        """The window forward on the backend, called within ``_precision``; the first call is
+        compared with the lifter's own eager fp32 forward on ATen's kernels."""
         self._forward_called = True
-        with self._precision():
-            out = self._window(*inputs).float()
+        out = self._window(*inputs).float()
         if self.record['first_batch_difference_mm'] is None and (self.config.backend != 'eager'
-                                                       or self.config.precision != 'fp32'):
-            with torch.autocast(_device_of(self.lifter).type, enabled=False):
+                                                                 or self.config.precision != 'fp32'):
+            with self._kernels.paused() if self._kernels is not None else contextlib.nullcontext():
                 reference = type(self.lifter).forward(self.lifter, *inputs)
             gap = (out - reference).abs().max().item() * 1000 / unit_scale(self.lifter)
             self.record['first_batch_difference_mm'] = gap
@@ -154,7 +184,8 @@ class AcceleratedLifter(nn.Module):
     @torch.no_grad()
     def forward(self, *inputs):
         """One window batch on the backend: the lifter's forward arguments -> [B, F_out, J, 3]."""
-        return self._checked_window(*inputs)
+        with self._precision():
+            return self._checked_window(*inputs)
 
     @torch.no_grad()
     def predict_sequence(self, x, max_batch=1024):
@@ -186,8 +217,8 @@ class AcceleratedLifter(nn.Module):
 
 
 def accelerate(model, config: InferenceConfig, announce=None):
-    """``model`` itself for eager fp32 (nothing changes), else an AcceleratedLifter."""
-    if config.backend == 'eager' and config.precision == 'fp32':
+    """An AcceleratedLifter; ``model`` itself for eager fp32 on ATen's kernels (nothing to change)."""
+    if config.backend == 'eager' and config.precision == 'fp32' and not config.onednn_on(model):
         return model
     if config.precision == 'bf16' and _device_of(model).type == 'cpu' and not torch.backends.mkldnn.is_available():
         raise UserError('--precision bf16 on this CPU needs oneDNN (torch.backends.mkldnn), which this torch lacks')
